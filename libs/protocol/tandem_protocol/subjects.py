@@ -1,0 +1,86 @@
+"""Every NATS subject, stream and key-value bucket name Tandem uses.
+
+Services never format a subject by hand: they call these functions, which also
+reject identifiers that would break the subject grammar (dots, spaces, wildcards).
+"""
+
+from __future__ import annotations
+
+import re
+
+from tandem_protocol.errors import ProtocolError
+
+PREFIX = "tandem.v1"
+
+EVENTS_STREAM = "TANDEM_EVENTS"
+"""JetStream stream with every tracker batch, for the durable consumers and live catch-up."""
+
+LIVE_BUCKET = "tandem_live"
+"""Key-value bucket of live sessions, keyed by `live_key(project_id, session_id)`."""
+
+SNAPSHOT_BUCKET = "tandem_snapshots"
+"""Key-value bucket: for each session, the stream sequence of its latest page snapshot."""
+
+PROJECTS_BUCKET = "tandem_projects"
+"""Key-value bucket of projects, keyed by project key."""
+
+AGENTS_BUCKET = "tandem_agents"
+"""Key-value bucket of agent accounts, keyed by user name."""
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def token(value: str, *, what: str = "identifier") -> str:
+    """Return `value` if it is safe as one subject token or key part, else raise ProtocolError."""
+    if not _TOKEN.match(value):
+        raise ProtocolError(
+            code="invalid_identifier",
+            message=f"The {what} {value[:64]!r} is invalid: use 1 to 128 letters, digits, '-' or '_'.",
+        )
+    return value
+
+
+def events(project_id: str, session_id: str) -> str:
+    """Subject of one session's event batches."""
+    return f"{PREFIX}.events.{token(project_id, what='project id')}.{token(session_id, what='session id')}"
+
+
+def events_of_session(session_id: str) -> str:
+    """Subject filter matching one session's batches whatever its project."""
+    return f"{PREFIX}.events.*.{token(session_id, what='session id')}"
+
+
+def events_all() -> str:
+    """Subject filter for every batch of every project: the stream's subjects."""
+    return f"{PREFIX}.events.>"
+
+
+def live_key(project_id: str, session_id: str) -> str:
+    """Key of a live session in LIVE_BUCKET."""
+    return f"{token(project_id, what='project id')}.{token(session_id, what='session id')}"
+
+
+def live_keys_of_project(project_id: str) -> str:
+    """Key filter for every live session of a project in LIVE_BUCKET."""
+    return f"{token(project_id, what='project id')}.*"
+
+
+def snapshot_key(session_id: str) -> str:
+    """Key of a session's snapshot pointer in SNAPSHOT_BUCKET."""
+    return token(session_id, what="session id")
+
+
+def signal_room(project_id: str, session_id: str) -> str:
+    """Subject of one session's signalling room (calls and remote control)."""
+    return f"{PREFIX}.signal.{token(project_id, what='project id')}.{token(session_id, what='session id')}"
+
+
+def assist_events() -> str:
+    """Subject filter for the typed assist events (consent, calls, control) of every project."""
+    return f"{PREFIX}.assist.>"
+
+
+def assist_event(project_id: str, kind: str) -> str:
+    """Subject of one typed assist event, such as `call.started`."""
+    kind_tokens = ".".join(token(part, what="event kind") for part in kind.split("."))
+    return f"{PREFIX}.assist.{token(project_id, what='project id')}.{kind_tokens}"

@@ -1,0 +1,1 @@
+"""The tracker HTTP API, onto the bus."""

@@ -1,0 +1,1 @@
+"""Live fan-out of sessions to agents over WebSocket."""

@@ -1,0 +1,1 @@
+"""Recorded sessions: storage, search, replay, and the agents HTTP API."""

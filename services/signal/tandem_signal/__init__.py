@@ -1,0 +1,1 @@
+"""WebRTC signalling and consent for calls and remote control."""

@@ -1,0 +1,97 @@
+"""Fixtures that start real parts: a nats-server on a free port and the all-in-one Tandem server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from nats.aio.client import Client as NatsClient
+from tandem.server import start
+from tandem.settings import AllInOneSettings
+from tandem_runtime import bus
+from tandem_runtime.embedded import EmbeddedNats, free_port
+from tandem_runtime.logs import configure_logging
+
+SECRET_KEY = "test-secret-key-0123456789abcdef"
+ADMIN_PASSWORD_FILE = "admin-password"
+
+configure_logging(os.environ.get("TANDEM_LOG_LEVEL", "warning"))
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    server = EmbeddedNats(data_dir=tmp_path / "nats", port=free_port())
+    await server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nats_client(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
+    client = await bus.connect(nats_server.url, name="test")
+    await bus.ensure_streams(client.jetstream())
+    yield client
+    await client.drain()
+
+
+@dataclass
+class RunningTandem:
+    """The all-in-one server of a test, reachable at `url`."""
+
+    url: str
+    nats_url: str
+    data_dir: Path
+    admin_password: str
+    nc: NatsClient
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/live/v1/ws"
+
+    async def agent_token(self, session: aiohttp.ClientSession) -> str:
+        async with session.post(
+            f"{self.url}/api/v1/auth/login", json={"username": "admin", "password": self.admin_password}
+        ) as response:
+            assert response.status == 200, await response.text()
+            return (await response.json())["token"]
+
+
+async def start_tandem(data_dir: Path, *, nats_url: str | None = None, **overrides) -> tuple[web.AppRunner, RunningTandem]:
+    """Start the all-in-one server on free ports, with its own nats-server unless `nats_url` is given."""
+    port = free_port()
+    settings = AllInOneSettings(
+        port=port,
+        data_dir=data_dir,
+        nats_port=free_port(),
+        embedded_nats=nats_url is None,
+        nats_url=nats_url or "nats://127.0.0.1:4222",
+        secret_key=SECRET_KEY,
+        **overrides,
+    )
+    started = await start(settings)
+    runner = web.AppRunner(started.app, shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    password = (data_dir / ADMIN_PASSWORD_FILE).read_text().strip()
+    url_of_nats = started.nats.url if started.nats else nats_url
+    return runner, RunningTandem(
+        url=f"http://127.0.0.1:{port}", nats_url=url_of_nats, data_dir=data_dir, admin_password=password, nc=started.nc
+    )
+
+
+@pytest.fixture
+async def tandem(tmp_path: Path) -> AsyncIterator[RunningTandem]:
+    runner, running = await start_tandem(tmp_path / "data")
+    yield running
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -1,0 +1,34 @@
+// Build every browser bundle into web/dist with esbuild.
+// `node build.mjs` builds once; `node build.mjs --watch` rebuilds on change.
+import * as esbuild from "esbuild";
+import { cpSync, mkdirSync } from "node:fs";
+
+const watch = process.argv.includes("--watch");
+const outdir = new URL("./dist/", import.meta.url).pathname;
+
+const common = {
+  bundle: true,
+  minify: true,
+  sourcemap: true,
+  target: ["es2019"],
+  legalComments: "none",
+  logLevel: "info",
+};
+
+const builds = [
+  // The tracker: a classic script for the snippet, and an ES module for bundlers.
+  { entryPoints: { tracker: "tracker/src/index.ts" }, format: "iife", outdir, ...common },
+  { entryPoints: { "tracker.esm": "tracker/src/module.ts" }, format: "esm", outdir, ...common },
+  // The agents' dashboard.
+  { entryPoints: { "dashboard/dashboard": "dashboard/src/main.ts" }, format: "iife", outdir, loader: { ".css": "css" }, ...common },
+];
+
+mkdirSync(outdir, { recursive: true });
+cpSync("dashboard/public", `${outdir}dashboard`, { recursive: true });
+cpSync("demo", `${outdir}demo`, { recursive: true });
+
+if (watch) {
+  for (const options of builds) (await esbuild.context(options)).watch();
+} else {
+  await Promise.all(builds.map((options) => esbuild.build(options)));
+}
