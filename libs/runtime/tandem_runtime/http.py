@@ -58,14 +58,15 @@ def error_middleware(service: str) -> Callable:
         except ProtocolError as error:
             status = error.status
             return error_response(error)
-        except web.HTTPRequestEntityTooLarge as exc:
+        except web.HTTPRequestEntityTooLarge:
             status = 413
+            limit = request.app._client_max_size
             return error_response(
                 ProtocolError(
                     code="body_too_large",
-                    message=f"The body is larger than the limit of {exc.max_size} bytes. Send smaller batches.",
+                    message=f"The body is larger than the limit of {limit} bytes. Send smaller batches.",
                     status=413,
-                    details={"maxBytes": exc.max_size},
+                    details={"maxBytes": limit},
                 )
             )
         except web.HTTPException as exc:
