@@ -12,6 +12,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from tandem_protocol import LiveSession, RrwebEvent, decode, encode, subjects
+from tandem_protocol.models import RrwebEventType
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,8 @@ class LiveRegistryWriter:
 
 def apply_signals(session: LiveSession, events: list[RrwebEvent]) -> bool:
     """Update `session` in place from the tracker's `tandem.*` custom events; tell whether anything changed."""
+    if not any(event.type == RrwebEventType.CUSTOM for event in events):
+        return False
     before = session.model_dump()
     for event in events:
         tag = event.custom_tag()

@@ -258,8 +258,13 @@ async def run_registry(app: web.Application) -> AsyncIterator[None]:
 
 
 async def close_sockets(app: web.Application) -> None:
-    for ws in list(app[SOCKETS]):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+    """Close every agent socket with 1001 (going away) at once: each close waits up to 10 s for the agent's reply."""
+    sockets = list(app[SOCKETS])
+    log.info("agents.closing", sockets=len(sockets))
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for ws in sockets),
+        return_exceptions=True,
+    )
 
 
 def create_app(*, settings: LiveSettings, nc: NatsClient, signer: TokenSigner) -> web.Application:
