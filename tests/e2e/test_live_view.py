@@ -13,6 +13,18 @@ from tests.e2e.conftest import open_dashboard
 LATE_JOIN_SECONDS = 30
 
 
+async def wait_until(read, accept, timeout=5.0):
+    """Poll `read()` until `accept(value)` holds; fail with the last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s; last value {value!r}")
+        await asyncio.sleep(0.1)
+
+
 def replay(page):
     """The replayed user page inside the dashboard's rrweb iframe."""
     return page.frame_locator("[data-testid=replay-container] iframe")
@@ -38,6 +50,8 @@ async def test_agent_watches_visit_live(browser, tandem):
     await shop.get_by_test_id("search-input").type("lamp")
     await expect(view.locator("#search-input")).to_have_value("****", timeout=5000)
     await expect(view.locator("#search-echo")).to_have_text(await shop.get_by_test_id("search-echo").inner_text())
+    await shop.get_by_test_id("search-input").fill("")
+    await expect(view.locator("#search-input")).to_have_value("", timeout=5000)
 
     # A click whose handler changes the page.
     await shop.get_by_test_id("add-to-cart-1").click()
@@ -46,7 +60,12 @@ async def test_agent_watches_visit_live(browser, tandem):
 
     # Scrolling the inner panel.
     await shop.get_by_test_id("reviews").evaluate("element => { element.scrollTop = 240; }")
-    await expect.poll(lambda: view.locator("#reviews").evaluate("element => element.scrollTop"), timeout=5000).to_be_greater_than(200)
+    await wait_until(lambda: view.locator("#reviews").evaluate("element => element.scrollTop"), lambda top: top > 200)
+
+    # Resizing the window: the replay's iframe takes the new viewport size.
+    await shop.set_viewport_size({"width": 900, "height": 700})
+    frame = agent.locator("[data-testid=replay-container] iframe")
+    await wait_until(lambda: frame.get_attribute("width"), lambda width: width == "900")
 
     # Moving to another page of the shop.
     await shop.get_by_test_id("nav-cart").click()

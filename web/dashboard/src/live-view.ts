@@ -61,7 +61,10 @@ export class LiveView {
 
     // The Replayer's sandboxed iframe needs a root that is already in the document.
     parent.append(this.element);
-    this.replayer = new Replayer([], { root: this.container, liveMode: true, mouseTail: false });
+    // useVirtualDom is off because rrweb 2.1.6 applies events older than the live baseline
+    // (the catch-up from the last snapshot, or a batch that took long to arrive) to its
+    // virtual DOM, which live mode never flushes to the iframe.
+    this.replayer = new Replayer([], { root: this.container, liveMode: true, mouseTail: false, useVirtualDom: false });
     this.replayer.on("resize", (dimension) => this.handleResize(dimension as ViewportSize));
     this.replayer.on("fullsnapshot-rebuilded", () => {
       this.waiting.hidden = true;
