@@ -103,7 +103,7 @@ async def run_synthetic(server: Server, count: int, seconds: float) -> list[floa
 
 
 async def run_browser(server: Server, seconds: float) -> list[float]:
-    """One real Chromium page of the demo; the harness changes a text node and times its arrival."""
+    """Time text changes made in one real Chromium page of the demo until they reach the agent."""
     sent: dict[str, float] = {}
     arrivals: dict[str, float] = {}
     async with async_playwright() as playwright, aiohttp.ClientSession() as http:
@@ -136,7 +136,7 @@ async def run_browser(server: Server, seconds: float) -> list[float]:
 
 
 async def run_baseline(nats_url: str, count: int, seconds: float) -> list[float]:
-    """The bus alone: each session's changes published on core NATS to one subscriber."""
+    """Time the bus alone: each session's changes published on core NATS to one subscriber."""
     publisher = await nats.connect(nats_url)
     subscriber = await nats.connect(nats_url)
     latencies: list[float] = []

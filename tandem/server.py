@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class Started:
-    """What `start` brought up, for the caller to serve and later stop."""
+    """The running parts that `start` returns, for the caller to serve and later stop."""
 
     app: web.Application
     nc: NatsClient
@@ -61,7 +61,9 @@ async def start(settings: AllInOneSettings) -> Started:
     root.add_subapp("/ingest", create_ingest(settings=IngestSettings(), nc=nc, signer=signer))
     root.add_subapp("/live", create_live(settings=LiveSettings(), nc=nc, signer=signer))
     root.add_subapp("/signal", create_signal(settings=SignalSettings(), nc=nc, signer=signer))
-    root.add_subapp("/api", create_sessions(settings=SessionsSettings(), nc=nc, signer=signer))
+    # The embedded chdb store lives in the same data folder as JetStream.
+    sessions_settings = SessionsSettings(data_dir=settings.data_dir)
+    root.add_subapp("/api", create_sessions(settings=sessions_settings, nc=nc, signer=signer))
     add_web_routes(root, settings.web_dir)
 
     async def stop_bus(_: web.Application) -> None:
