@@ -10,17 +10,17 @@ PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(PACKAGES))
 WEB_SOURCES := $(shell find web/tracker web/assist web/dashboard web/demo -type f 2>/dev/null) web/build.mjs
 PYTEST_ARGS ?=
 
-.PHONY: run test lint install web chromium bench clean
+.PHONY: run test lint install web chromium prometheus deploy bench clean
 
 run: install web
 	$(BIN)/python -m tandem run
 
-test: install web chromium
+test: install web chromium prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check libs services tandem tests bench
-	$(BIN)/ruff format --check libs services tandem tests bench
+	$(BIN)/ruff check libs services tandem tests bench deploy
+	$(BIN)/ruff format --check libs services tandem tests bench deploy
 
 install: $(VENV)/.installed
 
@@ -47,8 +47,21 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
+# Debian's prometheus scrapes a test server in tests/deploy (PromQL of the Grafana dashboard).
+prometheus:
+	@if ! command -v prometheus >/dev/null 2>&1; then \
+		echo "Installing Debian's prometheus (needs root)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
+# Render the Kubernetes manifests in deploy/k8s/rendered/ and the settings table in docs/OPERATIONS.md.
+deploy: install
+	$(BIN)/python deploy/render.py
+	$(BIN)/python deploy/settings_table.py
+
 bench: install web chromium
 	$(BIN)/python -m bench.live_latency
+	$(BIN)/python -m bench.assist_latency
 
 clean:
 	rm -rf $(VENV) web/node_modules web/dist .data
