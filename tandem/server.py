@@ -67,7 +67,7 @@ async def start(settings: AllInOneSettings) -> Started:
     add_web_routes(root, settings.web_dir)
 
     async def stop_bus(_: web.Application) -> None:
-        await nc.drain()
+        await bus.drain_or_close(nc, name="all")
         if embedded is not None:
             embedded.stop()
 
@@ -79,7 +79,7 @@ def add_web_routes(app: web.Application, web_dir: Path) -> None:
     """Serve the dashboard at `/`, the demo shop at `/demo/` and the bundles at `/static/`."""
     dashboard = web_dir / "dashboard"
     if not (dashboard / "index.html").exists():
-        log.warning("web.not_built", web_dir=str(web_dir), fix="run `make web` (cd web && npm install && node build.mjs)")
+        log.warning("web.not_built", web_dir=str(web_dir), fix="run `make web` to build the bundles")
 
     async def dashboard_index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(dashboard / "index.html")

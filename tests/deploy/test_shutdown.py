@@ -183,7 +183,7 @@ async def test_ingest_sigterm_without_nats_exits(nats_server):
         if ingest.process.returncode is None:
             ingest.process.kill()
     assert exit_code == 0, ingest.log()
-    assert "service.nats_drain_skipped" in ingest.log()
+    assert "nats.drain_skipped" in ingest.log()
 
 
 async def wait_until_not_ready(service: ServiceProcess) -> None:

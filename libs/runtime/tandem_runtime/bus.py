@@ -6,6 +6,7 @@ import nats
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, ConnectionReconnectingError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
@@ -139,3 +140,13 @@ async def publish_dead_letter(
 def _header_value(text: str) -> str:
     """A header value on one line: NATS headers end at CR or LF."""
     return " ".join(text.split())
+
+
+async def drain_or_close(client: NatsClient, *, name: str) -> None:
+    """Drain the connection on shutdown; when NATS is out of reach there is nothing to drain, so close it."""
+    log.info("nats.draining", client=name)
+    try:
+        await client.drain()
+    except (ConnectionClosedError, ConnectionReconnectingError) as error:
+        log.warning("nats.drain_skipped", client=name, error=type(error).__name__)
+        await client.close()

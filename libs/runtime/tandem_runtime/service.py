@@ -7,7 +7,6 @@ from collections.abc import Callable
 import structlog
 from aiohttp import web
 from nats.aio.client import Client as NatsClient
-from nats.errors import ConnectionClosedError, ConnectionReconnectingError
 
 from tandem_runtime import bus
 from tandem_runtime.http import READINESS_CHECKS, add_ops_routes, nats_readiness
@@ -35,13 +34,7 @@ async def build_root_app(*, name: str, settings: ServiceSettings, mount: Mount) 
         root.add_subapp(prefix, app)
 
     async def drain_nats(_: web.Application) -> None:
-        log.info("service.draining_nats", service=name)
-        try:
-            await nc.drain()
-        except (ConnectionClosedError, ConnectionReconnectingError) as error:
-            # NATS is out of reach, so there is nothing to drain: close without waiting.
-            log.warning("service.nats_drain_skipped", service=name, error=type(error).__name__)
-            await nc.close()
+        await bus.drain_or_close(nc, name=name)
 
     root.on_cleanup.append(drain_nats)
     return root
