@@ -19,6 +19,11 @@ const builds = [
   // The tracker: a classic script for the snippet, and an ES module for bundlers.
   { entryPoints: { tracker: "tracker/src/index.ts" }, format: "iife", outdir, ...common },
   { entryPoints: { "tracker.esm": "tracker/src/module.ts" }, format: "esm", outdir, ...common },
+  // The assist plugin: `window.TandemAssist` for pages that load tracker.js, an ES module,
+  // and the snippet bundle with the tracker and the plugin together.
+  { entryPoints: { assist: "assist/src/index.ts" }, format: "iife", outdir, ...common },
+  { entryPoints: { "assist.esm": "assist/src/module.ts" }, format: "esm", outdir, ...common },
+  { entryPoints: { "tracker-assist": "assist/src/tracker-bundle.ts" }, format: "iife", outdir, ...common },
   // The agents' dashboard.
   { entryPoints: { "dashboard/dashboard": "dashboard/src/main.ts" }, format: "iife", outdir, loader: { ".css": "css" }, ...common },
 ];

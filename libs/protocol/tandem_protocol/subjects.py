@@ -27,6 +27,21 @@ PROJECTS_BUCKET = "tandem_projects"
 AGENTS_BUCKET = "tandem_agents"
 """Key-value bucket of agent accounts, keyed by user name."""
 
+SIGNAL_BUCKET = "tandem_signal_rooms"
+"""Key-value bucket of Assist rooms (consent, call and control state), keyed by `signal_room_key`."""
+
+ASSIST_STREAM = "TANDEM_ASSIST"
+"""JetStream stream keeping the typed assist events, for the audit log."""
+
+API_TOKENS_BUCKET = "tandem_api_tokens"
+"""Key-value bucket of API tokens (their SHA-256 hashes, never the tokens), keyed by token id."""
+
+CONSENT_BUCKET = "tandem_consent"
+"""Key-value bucket of viewing-consent records, one per session, keyed by `consent_key`."""
+
+DEAD_LETTERS_STREAM = "TANDEM_DEAD_LETTERS"
+"""JetStream stream of the messages a consumer can never handle, each with the reason in its headers."""
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -84,3 +99,28 @@ def assist_event(project_id: str, kind: str) -> str:
     """Subject of one typed assist event, such as `call.started`."""
     kind_tokens = ".".join(token(part, what="event kind") for part in kind.split("."))
     return f"{PREFIX}.assist.{token(project_id, what='project id')}.{kind_tokens}"
+
+
+def signal_room_key(project_id: str, session_id: str) -> str:
+    """Key of one room in SIGNAL_BUCKET."""
+    return f"{token(project_id, what='project id')}.{token(session_id, what='session id')}"
+
+
+def consent_key(project_id: str, session_id: str) -> str:
+    """Key of a session's viewing-consent record in CONSENT_BUCKET."""
+    return f"{token(project_id, what='project id')}.{token(session_id, what='session id')}"
+
+
+def consent_updates(project_id: str, session_id: str) -> str:
+    """Subject on which NATS publishes every change of a session's consent record (the bucket's own subject)."""
+    return f"$KV.{CONSENT_BUCKET}.{consent_key(project_id, session_id)}"
+
+
+def dead_letter(consumer: str) -> str:
+    """Subject of the messages that the durable consumer `consumer` gave up on."""
+    return f"{PREFIX}.dead.{token(consumer, what='consumer name')}"
+
+
+def dead_letters_all() -> str:
+    """Subject filter for every dead letter: the dead-letter stream's subjects."""
+    return f"{PREFIX}.dead.>"

@@ -37,7 +37,7 @@ export async function login(username: string, password: string): Promise<AuthSta
   }
 
   if (!response.ok) {
-    throw await loginErrorFromResponse(response);
+    throw await errorFromResponse(response);
   }
   const body = (await response.json()) as LoginResponse;
   const auth: AuthState = { token: body.token, expiresAt: body.expiresAt, agent: body.agent };
@@ -68,8 +68,8 @@ export function clearAuth(): void {
   sessionStorage.removeItem(STORAGE_KEY);
 }
 
-async function loginErrorFromResponse(response: Response): Promise<ApiError> {
-  const fallback = `Sign-in failed: HTTP ${response.status} ${response.statusText}`.trim() + ".";
+async function errorFromResponse(response: Response, what = "Sign-in failed"): Promise<ApiError> {
+  const fallback = `${what}: HTTP ${response.status} ${response.statusText}`.trim() + ".";
   try {
     const body = (await response.json()) as Partial<ErrorBody>;
     if (body.error && typeof body.error.message === "string") {
@@ -79,4 +79,23 @@ async function loginErrorFromResponse(response: Response): Promise<ApiError> {
     // The body is not JSON, for example a proxy's HTML error page.
   }
   return new ApiError(fallback, response.status, "http_error");
+}
+
+/**
+ * Sends a request to the agent HTTP API with the signed-in agent's token and
+ * returns the JSON body, or null for an empty one (204). A failure throws an
+ * ApiError with the server's message.
+ */
+export async function apiRequest<T>(auth: AuthState, method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Authorization: `Bearer ${auth.token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response: Response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (error) {
+    throw new ApiError(`The server is unreachable (${String(error)}). Try again.`, 0, "network_error");
+  }
+  if (!response.ok) throw await errorFromResponse(response, `${method} ${path} failed`);
+  const text = await response.text();
+  return (text ? JSON.parse(text) : null) as T;
 }

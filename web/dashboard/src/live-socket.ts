@@ -1,7 +1,7 @@
 // The agent WebSocket: authentication, reconnection with backoff, and the
 // subscriptions to restore after each reconnection.
 import { ServerClock } from "./clock";
-import type { ClientMessage, ServerMessage } from "./protocol";
+import type { ClientMessage, ListQuery, ServerMessage } from "./protocol";
 
 const INITIAL_RETRY_DELAY_MS = 500;
 const MAX_RETRY_DELAY_MS = 15_000;
@@ -30,7 +30,10 @@ export class LiveSocket {
   private retryTimer: number | undefined;
   private stopped = false;
   private projectId: string | null = null;
+  private listQuery: Partial<ListQuery> = {};
   private watchedSessionId: string | null = null;
+  /** Sessions watched besides `watchedSessionId`, such as the cells of the grid. */
+  private readonly extraWatches = new Set<string>();
   private readonly messageListeners = new Set<Listener<ServerMessage>>();
   private readonly statusListeners = new Set<Listener<SocketStatus>>();
 
@@ -54,12 +57,26 @@ export class LiveSocket {
   }
 
   /**
-   * Subscribes to the live list of a project. The live service keeps one list
-   * subscription per connection, so this replaces the previous project.
+   * Subscribes to one page of the live list of a project, filtered and sorted
+   * by `query`. The live service keeps one list subscription per connection,
+   * so this replaces the previous one.
    */
-  subscribeList(projectId: string): void {
+  subscribeList(projectId: string, query: Partial<ListQuery> = {}): void {
     this.projectId = projectId;
-    this.sendIfAuthenticated({ type: "list.subscribe", projectId });
+    this.listQuery = { ...query };
+    this.sendIfAuthenticated({ type: "list.subscribe", projectId, ...this.listQuery });
+  }
+
+  /** Watches one more session without replacing the `watch` of the full-size view. */
+  addWatch(sessionId: string): void {
+    if (this.extraWatches.has(sessionId)) return;
+    this.extraWatches.add(sessionId);
+    this.sendIfAuthenticated({ type: "watch", sessionId });
+  }
+
+  removeWatch(sessionId: string): void {
+    if (!this.extraWatches.delete(sessionId)) return;
+    this.sendIfAuthenticated({ type: "unwatch", sessionId });
   }
 
   watch(sessionId: string): void {
@@ -127,8 +144,9 @@ export class LiveSocket {
     this.authenticated = true;
     this.failedAttempts = 0;
     this.emitStatus({ state: "connected" });
-    if (this.projectId !== null) this.send({ type: "list.subscribe", projectId: this.projectId });
+    if (this.projectId !== null) this.send({ type: "list.subscribe", projectId: this.projectId, ...this.listQuery });
     if (this.watchedSessionId !== null) this.send({ type: "watch", sessionId: this.watchedSessionId });
+    for (const sessionId of this.extraWatches) this.send({ type: "watch", sessionId });
   }
 
   private reject(message: string): void {

@@ -1,6 +1,9 @@
 // The live view of one session: the rrweb Replayer in live mode, fed by the
 // `events` messages of a `watch`, and scaled to fit its container.
 import { Replayer } from "@rrweb/replay";
+import { loadAuth } from "./api";
+import { AssistPanel } from "./assist-panel";
+import "./assist.css";
 import type { ServerClock } from "./clock";
 import { h } from "./dom";
 import { PLACEHOLDER, formatBrowser, formatOs, formatUser } from "./format";
@@ -37,6 +40,8 @@ export class LiveView {
   private readonly endedNotice: HTMLElement;
   private readonly replayer: Replayer;
   private readonly resizeObserver: ResizeObserver;
+  private readonly stageElement: HTMLElement;
+  private readonly assist: AssistPanel | null = null;
   private viewportSize: ViewportSize | null = null;
   private scaleFactor = 1;
 
@@ -50,12 +55,14 @@ export class LiveView {
     const backButton = h("button", { type: "button", class: "button", "data-testid": "back-to-list" }, "Back to list");
     backButton.addEventListener("click", () => options.onBack());
 
+    this.stageElement = h("div", { class: "replay-stage" }, this.container, this.waiting);
+    const body = h("div", { class: "live-body" }, this.stageElement);
     this.element = h(
       "section",
       { class: "live-view", "data-testid": "live-view", "data-session-id": options.sessionId },
       h("header", { class: "view-header" }, backButton, this.header),
       this.endedNotice,
-      h("div", { class: "replay-stage" }, this.container, this.waiting),
+      body,
     );
     this.renderHeader(options.session);
 
@@ -73,6 +80,23 @@ export class LiveView {
 
     this.resizeObserver = new ResizeObserver(() => this.applyScale());
     this.resizeObserver.observe(this.container);
+
+    const auth = loadAuth();
+    if (auth !== null) {
+      const projectId = options.session?.projectId ?? localStorage.getItem("tandem.projectId") ?? "demo";
+      this.assist = new AssistPanel({ sessionId: options.sessionId, projectId, token: auth.token, surface: this });
+      body.append(this.assist.element);
+    }
+  }
+
+  /** The element around the replay, which the Assist overlay covers. */
+  get stage(): HTMLElement {
+    return this.stageElement;
+  }
+
+  /** Returns the rrweb id of a node of the replayed page (the same id as on the user's page), or -1. */
+  nodeId(node: Node): number {
+    return this.replayer.getMirror().getId(node);
   }
 
   /** Dashboard CSS pixels per CSS pixel of the recorded page: below 1 when the page is shrunk to fit. */
@@ -130,6 +154,7 @@ export class LiveView {
   }
 
   destroy(): void {
+    this.assist?.destroy();
     this.resizeObserver.disconnect();
     this.replayer.destroy();
     this.element.remove();

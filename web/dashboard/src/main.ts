@@ -1,12 +1,18 @@
 // Entry point of the agents' dashboard: the sign-in page, then the dashboard.
 import "@rrweb/replay/dist/style.css";
 import "./dashboard.css";
-import { loadAuth } from "./api";
+import { type AuthState, loadAuth } from "./api";
 import { DashboardApp } from "./app";
 import { createLoginPage } from "./login";
+import { installRecordings } from "./recordings";
+
+function openDashboard(root: HTMLElement, auth: AuthState): void {
+  new DashboardApp(root, auth, (reason) => showLogin(root, reason));
+  installRecordings(root, auth);
+}
 
 function showLogin(root: HTMLElement, message: string): void {
-  root.replaceChildren(createLoginPage((auth) => new DashboardApp(root, auth, (reason) => showLogin(root, reason)), message));
+  root.replaceChildren(createLoginPage((auth) => openDashboard(root, auth), message));
   document.title = "Sign in · Tandem";
 }
 
@@ -18,7 +24,7 @@ function start(): void {
   if (auth === null) {
     showLogin(root, "");
   } else {
-    new DashboardApp(root, auth, (reason) => showLogin(root, reason));
+    openDashboard(root, auth);
   }
 }
 
