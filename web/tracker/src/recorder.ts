@@ -2,8 +2,10 @@
 import { record } from "@rrweb/record";
 import { EVENT_FULL_SNAPSHOT, EVENT_META, customEvent, type RecordedEvent } from "./events";
 import { fenced, reportError } from "./fence";
-import { recorderPrivacyOptions, type PrivacyOptions } from "./privacy";
+import { Privacy, type PrivacyOptions } from "./privacy";
+import { sanitizeCustomEvent, sanitizeEvent } from "./sanitizers";
 import { pageInfo } from "./session";
+import { MutationThrottle } from "./throttle";
 
 /** rrweb keeps one recording per page (its node ids are module state), so only one Recorder may run. */
 let runningRecorder: Recorder | null = null;
@@ -14,13 +16,23 @@ let runningRecorder: Recorder | null = null;
  * `tandem.page` custom event with the page's url, title and referrer.
  */
 export class Recorder {
+  /** The masking rules; every event passes through them before `handleEvent` receives it. */
+  readonly privacy: Privacy;
   private stopRecord: (() => void) | null = null;
   private awaitingSnapshot = false;
+  /** Limits mutation storms; see throttle.ts. */
+  private readonly throttle = new MutationThrottle({
+    emit: (event) => this.handleEvent(event),
+    dropped: (count, reason) => this.addCustomEvent("tandem.dropped", { count, reason }),
+    resnapshot: () => this.takeFullSnapshot(),
+  });
 
   constructor(
-    private readonly privacy: PrivacyOptions,
+    privacyOptions: PrivacyOptions,
     private readonly handleEvent: (event: RecordedEvent) => void,
-  ) {}
+  ) {
+    this.privacy = new Privacy(privacyOptions);
+  }
 
   /** Tells whether no other Recorder on the page is running. */
   canStart(): boolean {
@@ -33,9 +45,11 @@ export class Recorder {
     if (this.stopRecord) return true;
     runningRecorder = this;
     this.awaitingSnapshot = false;
+    this.throttle.reset();
+    const stopObservingForms = this.privacy.observeForms(document);
     const stop = record({
       emit: fenced((event) => this.handleRecordedEvent(event as RecordedEvent)),
-      ...recorderPrivacyOptions(this.privacy),
+      ...this.privacy.recordOptions(),
       // rrweb sends mouse positions every 500 ms by default; live viewing needs about 50 ms.
       // Input stays at rrweb's default ("all"): "last" listens to `change` only, so an
       // agent would see typing only when the field loses focus.
@@ -49,7 +63,10 @@ export class Recorder {
         return true; // Handled: rrweb must not rethrow into the page.
       },
     });
-    this.stopRecord = stop ?? (() => undefined);
+    this.stopRecord = () => {
+      stopObservingForms();
+      stop?.();
+    };
     return true;
   }
 
@@ -59,6 +76,7 @@ export class Recorder {
     this.stopRecord = null;
     if (runningRecorder === this) runningRecorder = null;
     stop();
+    this.throttle.reset();
   }
 
   /**
@@ -75,7 +93,9 @@ export class Recorder {
         // Not recording yet: rrweb waits for DOMContentLoaded.
       }
     }
-    this.handleEvent(customEvent(tag, payload, Date.now()));
+    const event = customEvent(tag, payload, Date.now());
+    sanitizeCustomEvent(event.data as Record<string, unknown>, this.privacy);
+    this.handleEvent(event);
   }
 
   /** Records a new Meta event and FullSnapshot, for example after the page returns from the back-forward cache. */
@@ -89,7 +109,15 @@ export class Recorder {
   }
 
   private handleRecordedEvent(event: RecordedEvent): void {
-    this.handleEvent(event);
+    try {
+      // If masking throws, the fence drops the event: nothing unmasked is sent.
+      sanitizeEvent(event, this.privacy, record.mirror);
+    } finally {
+      this.privacy.clearCache();
+    }
+    const kept = this.throttle.filter(event);
+    if (!kept) return;
+    this.handleEvent(kept);
     if (event.type === EVENT_META) {
       this.awaitingSnapshot = true;
     } else if (event.type === EVENT_FULL_SNAPSHOT && this.awaitingSnapshot) {
