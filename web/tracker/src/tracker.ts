@@ -4,13 +4,14 @@ import type { RecordedEvent } from "./events";
 import { installConsent } from "./consent";
 import { fenced, reportError, runFenced, warnOnce } from "./fence";
 import { observePageHide, observeRestoreFromCache, observeVisibility } from "./observers";
+import { observeClicks, observeConsole, observeErrors, type SignalOptions } from "./signals";
 import { doNotTrackReason, type PrivacyOptions } from "./privacy";
 import { Recorder } from "./recorder";
 import { buildStartRequest, identity, requestStart, truncate, type StartedSession } from "./session";
 import { TabStore, randomId, type PendingEvents, type TabState } from "./storage";
 import { Transport } from "./transport";
 
-export interface TrackerOptions extends PrivacyOptions {
+export interface TrackerOptions extends PrivacyOptions, SignalOptions {
   /** The project's public key, as shown in the dashboard. */
   projectKey: string;
   /** Base URL of the ingest API, absolute or relative to the page. Defaults to "/ingest". */
@@ -369,6 +370,18 @@ export class Tracker {
       }),
       observeRestoreFromCache(() => this.handleRestoreFromCache()),
     );
+    this.observeSignals();
+  }
+
+  private observeSignals(): void {
+    const privacy = this.recorder.privacy;
+    const emit = (tag: string, payload: Record<string, unknown>) => {
+      if (this.status === "active") this.recorder.addCustomEvent(tag, payload);
+    };
+    this.pageTeardowns.push(observeClicks(privacy, emit));
+    if (this.options.captureExceptions !== false) this.pageTeardowns.push(observeErrors(privacy, emit));
+    const levels = this.options.consoleLevels ?? ["error", "warn"];
+    if (levels.length > 0) this.pageTeardowns.push(observeConsole(privacy, emit, levels));
   }
 
   private stopObservingPage(): void {

@@ -288,6 +288,37 @@ def test_custom_events_from_api(tab: PageWithConsole, server: StubServer, stub: 
     assert stub.custom_events("tandem.metadata")[0]["data"]["payload"] == {"key": "team", "value": "blue"}
 
 
+def test_clicks_errors_console_recorded(tab: PageWithConsole, server: StubServer, stub: IngestStub) -> None:
+    open_demo(tab, server)
+    tab.page.get_by_test_id("add-to-cart-1").click()
+    tab.page.evaluate(
+        """() => {
+            console.error('checkout failed for', 'order-17');
+            setTimeout(() => { throw new Error('boom in handler'); }, 0);
+            Promise.reject(new Error('rejected fetch'));
+        }"""
+    )
+    wait_until(lambda: len(stub.custom_events("tandem.error")) >= 2, message="two tandem.error events")
+
+    click = stub.custom_events("tandem.click")[0]["data"]["payload"]
+    assert click["label"] == "Add to cart"
+    assert 'data-testid="add-to-cart-1"' in click["selector"]
+    errors = [event["data"]["payload"] for event in stub.custom_events("tandem.error")]
+    assert {error["source"] for error in errors} == {"error", "unhandledrejection"}
+    assert any("boom in handler" in error["message"] and "Error" in (error.get("stack") or "") for error in errors)
+    console_events = [event["data"]["payload"] for event in stub.custom_events("tandem.console")]
+    assert {"level": "error", "message": "checkout failed for order-17"} in console_events
+
+
+def test_console_flood_throttled(tab: PageWithConsole, server: StubServer, stub: IngestStub) -> None:
+    open_demo(tab, server)
+    tab.page.evaluate("() => { for (let i = 0; i < 500; i++) console.warn('loop', i); }")
+    wait_until(lambda: stub.custom_events("tandem.console"), message="tandem.console events")
+    tab.page.wait_for_timeout(300)
+    messages = [event["data"]["payload"]["message"] for event in stub.custom_events("tandem.console")]
+    assert 1 <= len([m for m in messages if m.startswith("loop")]) <= 20
+
+
 def test_plugin_hooks(tab: PageWithConsole, server: StubServer, stub: IngestStub) -> None:
     open_demo(tab, server)
     info = tab.page.evaluate(
