@@ -58,7 +58,7 @@ async def test_search_picks_matching_tab(browser, tandem):
     await expect(rows(agent)).to_have_count(1, timeout=5000)
     await expect(row_of(agent, alice)).to_be_visible()
 
-    # A search the server rejects says why, and leaves the socket working.
+    # The server rejects an invalid search with its reason, and the socket keeps working.
     await search(agent, "user:alice THEN")
     await expect(agent.get_by_test_id("live-search-error")).to_contain_text("THEN")
 

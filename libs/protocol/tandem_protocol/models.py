@@ -43,13 +43,17 @@ class RrwebEventType(IntEnum):
     PLUGIN = 6
 
 
+MAX_TIMESTAMP_MS = 7_258_118_400_000
+"""2200-01-01 in milliseconds since the epoch: later timestamps are mistakes, and the store cannot keep them."""
+
+
 class RrwebEvent(BaseModel):
     """One rrweb `eventWithTime`. `data` is kept as sent; only the envelope is checked."""
 
     model_config = ConfigDict(extra="allow")
 
     type: Annotated[int, Field(ge=0, le=6)]
-    timestamp: Annotated[int, Field(ge=0)]
+    timestamp: Annotated[int, Field(ge=0, le=MAX_TIMESTAMP_MS)]
     data: Any = None
 
     def custom_tag(self) -> str | None:
@@ -97,6 +101,10 @@ class StartResponse(VersionedModel):
     timestamp: int
     resumed: bool
     max_batch_bytes: int
+    record: bool = True
+    """False when the project's sampling left this tab out: the tracker then records nothing and sends nothing."""
+    session_confirm: bool = False
+    """True when agents may watch only after the user accepts: the tracker then polls `/v1/web/consent`."""
 
 
 class IngestBatchRequest(VersionedModel):
@@ -131,7 +139,7 @@ class EventBatch(VersionedModel):
 
 
 class SnapshotPointer(VersionedModel):
-    """Where a session's latest page snapshot sits in the events stream."""
+    """Position of a session's latest page snapshot in the events stream."""
 
     stream_seq: int
     batch_seq: int
@@ -159,10 +167,21 @@ class LiveSession(VersionedModel):
     os_version: str = ""
     device: str = ""
     country: str = ""
+    city: str = ""
     screen: Size | None = None
     timezone: str = ""
     language: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    utm_term: str = ""
+    utm_content: str = ""
     active: bool = True
+    closing_at: int | None = None
+    """Server time (ms) of the tab's `tandem.pagehide`; cleared by any later batch or start.
+
+    Live pods drop a session whose `closing_at` is older than their closing grace period.
+    """
 
 
 class Project(VersionedModel):
@@ -172,6 +191,17 @@ class Project(VersionedModel):
     key: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     name: str = ""
     allowed_origins: list[str] = Field(default_factory=list)
+    """Origins the tracker may send from: `https://shop.example.com`, `https://*.example.com` or `*`.
+
+    An empty list allows any origin, for projects created before the setting existed.
+    """
+    sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    """Share of new tabs that record, from 0 (none) to 1 (all)."""
+    retention_days: Annotated[int, Field(ge=0, le=36_500)] = 0
+    """Days recorded sessions are kept before ClickHouse deletes them; 0 keeps them until the default retention."""
+    session_confirm: bool = False
+    """When true, no live data of a session reaches an agent before the user accepts in a dialog."""
+    created_at: int = 0
 
 
 # Agents -----------------------------------------------------------------------------------

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 
 import structlog
 from aiohttp import web
 from nats.aio.client import Client as NatsClient
-from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError as NatsTimeoutError
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import NoStreamResponseError
 from prometheus_client import Counter, Histogram
 from tandem_protocol import (
     EventBatch,
     IngestBatchRequest,
     IngestBatchResponse,
     LiveSession,
+    Project,
     ProtocolError,
     SnapshotPointer,
     StartRequest,
@@ -26,11 +25,15 @@ from tandem_protocol import (
     encode,
     subjects,
 )
+from tandem_runtime.access import tracker_cors_middleware
 from tandem_runtime.bus import MAX_BATCH_MESSAGE_BYTES
 from tandem_runtime.directory import ProjectDirectory
-from tandem_runtime.http import cors_middleware, error_middleware, json_response
+from tandem_runtime.http import error_middleware, json_response
+from tandem_runtime.ratelimit import retry_after_middleware as rate_limit_middleware
 from tandem_runtime.tokens import TokenSigner, bearer_token
 
+from tandem_ingest import access, leak_alarm
+from tandem_ingest.enrichment import ClientLocator, merge_metadata, open_geo_locator, utm_parameters
 from tandem_ingest.registry import LiveRegistryWriter
 from tandem_ingest.settings import IngestSettings
 from tandem_ingest.useragent import describe
@@ -43,11 +46,15 @@ JS = web.AppKey("js", JetStreamContext)
 SIGNER = web.AppKey("signer", TokenSigner)
 PROJECTS = web.AppKey("projects", ProjectDirectory)
 REGISTRY = web.AppKey("registry", LiveRegistryWriter)
+CLIENT_LOCATOR = web.AppKey("client_locator", ClientLocator)
 
 SESSIONS_STARTED = Counter("tandem_ingest_sessions_started_total", "Sessions started or resumed.", ["resumed"])
 BATCHES = Counter("tandem_ingest_batches_total", "Batches accepted onto the bus.", ["duplicate"])
 EVENTS = Counter("tandem_ingest_events_total", "rrweb events accepted onto the bus.")
 BYTES = Counter("tandem_ingest_bytes_total", "Request body bytes of accepted batches.")
+SESSIONS_NOT_SAMPLED = Counter(
+    "tandem_ingest_sessions_not_sampled_total", "New tabs told not to record because of their project's sampling."
+)
 REJECTIONS = Counter("tandem_ingest_rejections_total", "Requests rejected, by reason.", ["reason"])
 PUBLISH_LATENCY = Histogram(
     "tandem_bus_publish_duration_seconds",
@@ -57,6 +64,8 @@ PUBLISH_LATENCY = Histogram(
 PUBLISH_ERRORS = Counter("tandem_bus_publish_errors_total", "Publishes that failed, by reason.", ["reason"])
 
 RETRY_AFTER_SECONDS = "2"
+MAX_BATCH_SEQ = 2**32 - 1
+"""Largest batch number: the store keeps `seq` as a UInt32."""
 
 
 def now_ms() -> int:
@@ -80,8 +89,11 @@ async def start_session(request: web.Request) -> web.Response:
             message=f"No project has the key {start.project_key[:64]!r}. Check projectKey in the tracker's options.",
             status=404,
         )
+    request.app[access.GUARD].admit(request, project)
 
     resumed = await resume_session(request, start, project.id)
+    if resumed is None and not access.sampled_in(project, start.tab_id):
+        return not_sampled(project)
     if resumed is not None:
         session = resumed
     else:
@@ -110,6 +122,23 @@ async def start_session(request: web.Request) -> web.Response:
             timestamp=now_ms(),
             resumed=resumed is not None,
             max_batch_bytes=settings.max_batch_bytes,
+            session_confirm=project.session_confirm,
+        )
+    )
+
+
+def not_sampled(project: Project) -> web.Response:
+    """Tell the tracker of a tab that the project's sampling left out to record nothing."""
+    SESSIONS_NOT_SAMPLED.inc()
+    return json_response(
+        StartResponse(
+            session_id="",
+            project_id=project.id,
+            token="",
+            timestamp=now_ms(),
+            resumed=False,
+            max_batch_bytes=0,
+            record=False,
         )
     )
 
@@ -137,22 +166,32 @@ async def resume_session(request: web.Request, start: StartRequest, project_id: 
     session.url = start.url or session.url
     session.title = start.title or session.title
     session.active = True
+    session.closing_at = None
     if start.user_id is not None:
         session.user_id = start.user_id
-    session.metadata.update(start.metadata)
+    if start.user_anonymous_id is not None:
+        session.user_anonymous_id = start.user_anonymous_id
+    dropped = merge_metadata(session.metadata, start.metadata, settings.metadata_key_limit(project_id))
+    request.app[REGISTRY].count_dropped_metadata(project_id, session.session_id, dropped)
     return session
 
 
 def new_live_session(request: web.Request, start: StartRequest, project_id: str) -> LiveSession:
+    """Build a new session's entry from the start request, its User-Agent and its client's place."""
     software = describe(request.headers.get("User-Agent", ""))
+    place = request.app[CLIENT_LOCATOR].locate(request.remote, request.headers.getall("X-Forwarded-For", []))
+    session_id = new_session_id()
+    metadata: dict[str, str] = {}
+    dropped = merge_metadata(metadata, start.metadata, request.app[SETTINGS].metadata_key_limit(project_id))
+    request.app[REGISTRY].count_dropped_metadata(project_id, session_id, dropped)
     now = now_ms()
     return LiveSession(
-        session_id=new_session_id(),
+        session_id=session_id,
         project_id=project_id,
         tab_id=start.tab_id,
         user_id=start.user_id,
         user_anonymous_id=start.user_anonymous_id,
-        metadata=dict(start.metadata),
+        metadata=metadata,
         started_at=now,
         last_seen_at=now,
         url=start.url,
@@ -163,24 +202,36 @@ def new_live_session(request: web.Request, start: StartRequest, project_id: str)
         os=software.os,
         os_version=software.os_version,
         device=software.device,
+        country=place.country,
+        city=place.city,
         screen=start.screen,
         timezone=start.timezone,
         language=start.language,
+        **utm_parameters(start.url),
     )
 
 
 async def ingest_batch(request: web.Request) -> web.Response:
     try:
         claims = request.app[SIGNER].verify_session(bearer_token(request.headers.get("Authorization")))
+        guard = request.app[access.GUARD]
+        guard.admit(request, await guard.project_of(claims.project_id))
     except ProtocolError as error:
         REJECTIONS.labels(error.code).inc()
         raise
-    body = await request.read()
+    body = await read_body(request, request.app[SETTINGS].max_body_bytes)
     try:
         batch = decode(IngestBatchRequest, body, what="batch")
     except ProtocolError as error:
         REJECTIONS.labels(error.code).inc()
         raise
+    if batch.seq > MAX_BATCH_SEQ:
+        REJECTIONS.labels("invalid_seq").inc()
+        raise ProtocolError(
+            code="invalid_seq",
+            message=f"The batch number {batch.seq} is over {MAX_BATCH_SEQ}. Start a new session.",
+            details={"maxSeq": MAX_BATCH_SEQ},
+        )
     if batch.session_id is not None and batch.session_id != claims.session_id:
         REJECTIONS.labels("session_mismatch").inc()
         raise ProtocolError(
@@ -219,6 +270,7 @@ async def ingest_batch(request: web.Request) -> web.Response:
     BATCHES.labels(str(ack.duplicate).lower()).inc()
     if not ack.duplicate:
         EVENTS.inc(len(batch.events))
+        leak_alarm.check_batch(claims.project_id, claims.session_id, batch.seq, batch.events)
         BYTES.inc(len(body))
         if message.has_meta():
             await save_snapshot_pointer(request, message, ack.seq)
@@ -226,10 +278,57 @@ async def ingest_batch(request: web.Request) -> web.Response:
     return json_response(IngestBatchResponse(seq=batch.seq))
 
 
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read the body, decompressed, and answer 413 once it passes `limit` bytes.
+
+    aiohttp decompresses a body sent with `Content-Encoding: gzip` (or deflate, br,
+    zstd) while it is read, so the limit applies to the decompressed size, and a
+    small compressed body cannot expand past it.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            REJECTIONS.labels("body_too_large").inc()
+            raise ProtocolError(
+                code="body_too_large",
+                message=f"The body is larger than {limit} bytes once decompressed. Send smaller batches.",
+                status=413,
+                details={"maxBytes": limit},
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def bus_unavailable(reason: str) -> ProtocolError:
+    PUBLISH_ERRORS.labels(reason).inc()
+    REJECTIONS.labels("bus_unavailable").inc()
+    return ProtocolError(
+        code="bus_unavailable",
+        message="The event bus did not acknowledge the batch. Retry after the Retry-After delay.",
+        status=503,
+        details={"retryAfterSeconds": int(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def publish(request: web.Request, message: EventBatch, payload: bytes):
-    """Publish a batch and wait for JetStream's acknowledgement; answer 503 when the bus cannot take it."""
+    """Publish a batch and wait for JetStream's acknowledgement; answer 503 when the bus cannot take it.
+
+    While NATS is disconnected the answer is immediate: nats-py would otherwise keep
+    the publish in its reconnect buffer and the request would wait for the timeout.
+    """
     settings = request.app[SETTINGS]
     message_id = f"{message.session_id}:{message.tab_id}:{message.seq}"
+    if not request.app[NATS].is_connected:
+        log.warning(
+            "batch.publish_failed",
+            project_id=message.project_id,
+            session_id=message.session_id,
+            seq=message.seq,
+            error="NotConnected",
+        )
+        raise bus_unavailable("NotConnected")
     started = time.perf_counter()
     try:
         ack = await request.app[JS].publish(
@@ -238,19 +337,16 @@ async def publish(request: web.Request, message: EventBatch, payload: bytes):
             timeout=settings.publish_timeout_seconds,
             headers={"Nats-Msg-Id": message_id},
         )
-    except (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError, ConnectionClosedError) as exc:
+    except (NatsError, TimeoutError) as exc:
         reason = type(exc).__name__
-        PUBLISH_ERRORS.labels(reason).inc()
-        REJECTIONS.labels("bus_unavailable").inc()
         log.warning(
-            "batch.publish_failed", project_id=message.project_id, session_id=message.session_id, seq=message.seq, error=reason
+            "batch.publish_failed",
+            project_id=message.project_id,
+            session_id=message.session_id,
+            seq=message.seq,
+            error=reason,
         )
-        raise ProtocolError(
-            code="bus_unavailable",
-            message="The event bus did not acknowledge the batch. Retry after the Retry-After delay.",
-            status=503,
-            details={"retryAfterSeconds": int(RETRY_AFTER_SECONDS)},
-        ) from None
+        raise bus_unavailable(reason) from None
     PUBLISH_LATENCY.observe(time.perf_counter() - started)
     return ack
 
@@ -266,16 +362,32 @@ async def save_snapshot_pointer(request: web.Request, message: EventBatch, strea
 @web.middleware
 async def retry_after_middleware(request: web.Request, handler):
     response = await handler(request)
-    if response.status == 503:
-        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    if response.status in (429, 503):
+        response.headers.setdefault("Retry-After", RETRY_AFTER_SECONDS)
     return response
+
+
+@web.middleware
+async def bus_error_middleware(request: web.Request, handler):
+    """Answer 503 when NATS fails outside a publish (project lookup, live registry), rather than 500."""
+    try:
+        return await handler(request)
+    except (NatsError, TimeoutError) as exc:
+        log.warning("ingest.bus_failed", path=request.path, error=type(exc).__name__, detail=str(exc))
+        raise bus_unavailable(type(exc).__name__) from None
 
 
 def create_app(*, settings: IngestSettings, nc: NatsClient, signer: TokenSigner) -> web.Application:
     """Build the ingest application; mount it under `/ingest`."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[cors_middleware(), retry_after_middleware, error_middleware("ingest")],
+        middlewares=[
+            tracker_cors_middleware(),
+            retry_after_middleware,
+            error_middleware("ingest"),
+            rate_limit_middleware,
+            bus_error_middleware,
+        ],
     )
     js = nc.jetstream()
     app[SETTINGS] = settings
@@ -283,7 +395,14 @@ def create_app(*, settings: IngestSettings, nc: NatsClient, signer: TokenSigner)
     app[JS] = js
     app[SIGNER] = signer
     app[PROJECTS] = ProjectDirectory(js=js)
-    app[REGISTRY] = LiveRegistryWriter(js=js, refresh_seconds=settings.registry_refresh_seconds)
+    app[REGISTRY] = LiveRegistryWriter(
+        js=js, refresh_seconds=settings.registry_refresh_seconds, metadata_key_limit=settings.metadata_key_limit
+    )
+    app[CLIENT_LOCATOR] = ClientLocator(
+        locator=open_geo_locator(enabled=settings.geoip_enabled, database=settings.geoip_database),
+        trusted_proxies=settings.trusted_proxies,
+    )
     app.router.add_post("/v1/web/start", start_session)
     app.router.add_post("/v1/web/i", ingest_batch)
+    access.add_routes(app, settings=settings, projects=app[PROJECTS], nc=nc, signer=signer)
     return app

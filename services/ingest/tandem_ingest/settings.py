@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from tandem_runtime.settings import ServiceSettings
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from tandem_ingest.access import IngestAccessSettings
 
 
-class IngestSettings(ServiceSettings):
+class IngestSettings(IngestAccessSettings):
     port: int = Field(default=8081, ge=0, le=65535, description="Port the ingest HTTP server listens on.")
     max_body_bytes: int = Field(
         default=960 * 1024,
@@ -28,3 +34,44 @@ class IngestSettings(ServiceSettings):
     publish_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Time to wait for JetStream to acknowledge a batch before answering 503."
     )
+    geoip_enabled: bool = Field(
+        default=True, description="Look up the country (and city) of each new session's client address."
+    )
+    geoip_database: Path | None = Field(
+        default=None,
+        description=(
+            "MaxMind-format (.mmdb) country or city database file. Unset uses the country database "
+            "shipped with the geoip2fast package (GeoLite2 data, no city)."
+        ),
+    )
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated CIDR ranges of reverse proxies whose X-Forwarded-For header is honoured, "
+            "such as 10.0.0.0/8,127.0.0.1/32. Empty: the client address is the TCP peer."
+        ),
+    )
+    max_metadata_keys: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="Metadata keys one session may carry; further keys are dropped and counted.",
+    )
+    project_max_metadata_keys: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per-project override of max_metadata_keys, as JSON: {"shop": 20}.',
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        """Accept a comma-separated string from the environment; host bits may be set (10.0.0.1/8)."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [ip_network(part, strict=False) if isinstance(part, str) else part for part in value]
+        return value
+
+    def metadata_key_limit(self, project_id: str) -> int:
+        """Return the number of metadata keys a session of `project_id` may carry."""
+        return self.project_max_metadata_keys.get(project_id, self.max_metadata_keys)

@@ -19,7 +19,7 @@ class ClientSoftware:
 
 @functools.lru_cache(maxsize=4096)
 def describe(user_agent: str) -> ClientSoftware:
-    """Parse a User-Agent string; unknown parts are empty strings. `device` is desktop, mobile, tablet or bot."""
+    """Parse a User-Agent string; unknown parts are empty strings. `device` is desktop, mobile, tablet, bot or empty."""
     result = parse(user_agent)
     agent, system, device = result.user_agent, result.os, result.device
     return ClientSoftware(
@@ -38,6 +38,8 @@ def _version(major: str | None, minor: str | None) -> str:
 
 
 def _device_type(user_agent: str, device_family: str) -> str:
+    if not user_agent.strip():
+        return ""
     lowered = user_agent.lower()
     if device_family == "Spider":
         return "bot"

@@ -1,4 +1,4 @@
-"""Routes of the live service, mounted under `/live`: the agents' WebSocket."""
+"""Routes of the live service, mounted under `/live`: the agents' WebSocket and the live list for scripts."""
 
 from __future__ import annotations
 
@@ -20,9 +20,19 @@ from nats.js.errors import KeyNotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from tandem_protocol import AgentMessage, LiveSession, ProtocolError, SnapshotPointer, decode, encode, subjects
+from tandem_runtime.access import (
+    AUTHENTICATOR,
+    Permission,
+    check_agent_socket_origin,
+    require_permission,
+)
+from tandem_runtime.access import authenticate as authenticate_request
+from tandem_runtime.http import error_middleware, json_response
 from tandem_runtime.tokens import AgentClaims, TokenSigner
 
-from tandem_live.registry import LiveRegistry
+from tandem_live import access
+from tandem_live.listing import ListingCache, ListRequest, ListResult
+from tandem_live.registry import LiveRegistry, cancel_and_wait
 from tandem_live.settings import LiveSettings
 
 log = structlog.get_logger(__name__)
@@ -31,6 +41,7 @@ SETTINGS = web.AppKey("settings", LiveSettings)
 JS = web.AppKey("js", JetStreamContext)
 SIGNER = web.AppKey("signer", TokenSigner)
 REGISTRY = web.AppKey("registry", LiveRegistry)
+LISTING = web.AppKey("listing", ListingCache)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 
 CONNECTIONS = Gauge("tandem_live_connections", "Agent WebSockets open on this pod.")
@@ -43,6 +54,30 @@ FANOUT_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 SLOW_AGENTS = Counter("tandem_live_slow_agents_total", "Agent sockets closed because they could not keep up.")
+LIST_COMPUTE = Histogram(
+    "tandem_live_list_duration_seconds",
+    "Time to filter, sort and count a project's live sessions for one list request or update.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+)
+
+
+def list_result(app: web.Application, request: ListRequest, *, max_age_seconds: float = 0.0) -> ListResult:
+    """Return the sessions matching `request` in its order, with facet counts, from the pod's cache when fresh.
+
+    `max_age_seconds` accepts a cached result that older registry versions produced, up to that age.
+    """
+    registry = app[REGISTRY]
+    project_id = request.project_id
+    started = time.perf_counter()
+    result = app[LISTING].get(
+        request,
+        version=registry.version(project_id),
+        ordered=lambda: registry.ordered(project_id),
+        now_ms=int(time.time() * 1000),
+        max_age_seconds=max_age_seconds,
+    )
+    LIST_COMPUTE.observe(time.perf_counter() - started)
+    return result
 
 
 class AgentConnection:
@@ -53,9 +88,14 @@ class AgentConnection:
         self.app = app
         self.claims = claims
         self.outbound: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=app[SETTINGS].max_outbound_frames)
-        self.list_project: str | None = None
+        self.list_request: ListRequest | None = None
+        # The page of the list this agent was last sent, and its total and facet counts.
+        self.shown: dict[str, LiveSession] = {}
+        self.sent_counts: tuple[int, dict] | None = None
+        self.push_timer: asyncio.TimerHandle | None = None
         self.watches: dict[str, Any] = {}
         self.log = log.bind(agent_id=claims.agent_id)
+        app[REGISTRY].add_listener(self.on_registry_change)
 
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame; an agent too slow to drain its queue is disconnected rather than slowing others."""
@@ -78,12 +118,44 @@ class AgentConnection:
             await self.ws.send_str(frame.decode())
 
     def on_registry_change(self, project_id: str, session: LiveSession | None, session_id: str) -> None:
-        if project_id != self.list_project:
+        """Tell the agent at once about a session it watches; update its list page after the push interval."""
+        if session_id in self.watches:
+            if session is None:
+                self.send({"type": "session.ended", "sessionId": session_id})
+            else:
+                self.send({"type": "session.update", "session": session.model_dump(by_alias=True)})
+        if self.list_request is not None and project_id == self.list_request.project_id:
+            self.schedule_list_push()
+
+    def schedule_list_push(self) -> None:
+        if self.push_timer is None:
+            interval = self.app[SETTINGS].list_push_interval_seconds
+            self.push_timer = asyncio.get_running_loop().call_later(interval, self.push_list_changes)
+
+    def push_list_changes(self) -> None:
+        """Send what changed on the agent's page since the last push: removals, new or changed rows, counts."""
+        self.push_timer = None
+        request = self.list_request
+        if request is None or self.ws.closed:
             return
-        if session is None:
-            self.send({"type": "list.remove", "sessionId": session_id})
-        else:
-            self.send({"type": "list.upsert", "session": session.model_dump(by_alias=True)})
+        result = list_result(self.app, request, max_age_seconds=self.app[SETTINGS].list_push_interval_seconds)
+        page = {session.session_id: session for session in result.page(request)}
+        registry = self.app[REGISTRY]
+        for session_id in self.shown.keys() - page.keys():
+            reason = "filtered" if registry.find(session_id) is not None else "ended"
+            self.send({"type": "list.remove", "sessionId": session_id, "reason": reason})
+        for session_id, session in page.items():
+            # The registry replaces a session's object when a visible field changes, so identity means unchanged.
+            if self.shown.get(session_id) is not session:
+                self.send({"type": "list.upsert", "session": session.model_dump(by_alias=True)})
+        self.shown = page
+        counts = (result.total, result.facets)
+        if counts != self.sent_counts:
+            self.sent_counts = counts
+            self.send({"type": "list.counts", "projectId": request.project_id, "total": result.total, "facets": result.facets})
+        # A cached result from an older version, or a query on duration, needs another look later.
+        if request.compiled().time_dependent or result.version != self.app[REGISTRY].version(request.project_id):
+            self.schedule_list_push()
 
     async def handle(self, message: AgentMessage) -> None:
         if message.type == "list.subscribe":
@@ -101,14 +173,35 @@ class AgentConnection:
             )
 
     async def subscribe_list(self, message: AgentMessage) -> None:
-        project_id = self.require_project(message.project_id)
-        registry = self.app[REGISTRY]
-        self.list_project = project_id
-        registry.add_listener(self.on_registry_change)
-        sessions = [s.model_dump(by_alias=True) for s in registry.sessions(project_id)]
-        self.send({"type": "list.snapshot", "projectId": project_id, "sessions": sessions})
+        """Replace the agent's list subscription and send the first page of it."""
+        settings = self.app[SETTINGS]
+        fields = {**(message.model_extra or {}), "projectId": message.project_id}
+        request = ListRequest.from_fields(fields, max_limit=settings.list_max_limit)
+        self.require_project(request.project_id)
+        await self.app[REGISTRY].wait_ready(settings.registry_ready_timeout_seconds)
+        if self.push_timer is not None:
+            self.push_timer.cancel()
+            self.push_timer = None
+        self.list_request = request
+        # A result up to one push interval old is fine: the push scheduled below sends what changed since.
+        result = list_result(self.app, request, max_age_seconds=settings.list_push_interval_seconds)
+        page = result.page(request)
+        self.shown = {session.session_id: session for session in page}
+        self.sent_counts = (result.total, result.facets)
+        self.send(
+            {
+                "type": "list.snapshot",
+                **request.wire(),
+                "total": result.total,
+                "sessions": [session.model_dump(by_alias=True) for session in page],
+                "facets": result.facets,
+            }
+        )
+        if request.compiled().time_dependent or result.version != self.app[REGISTRY].version(request.project_id):
+            self.schedule_list_push()
 
     async def watch(self, message: AgentMessage) -> None:
+        require_permission(self.claims, Permission.WATCH, action="watch live sessions")
         session_id = message.session_id
         if not session_id:
             raise ProtocolError(code="invalid_request", message="The watch message has no sessionId: add it.")
@@ -120,12 +213,22 @@ class AgentConnection:
                 status=404,
             )
         self.require_project(session.project_id)
-        if session_id in self.watches:
+        gate = self.app[access.WATCH_GATE]
+        if session_id in self.watches or gate.is_waiting(self, session_id):
+            return
+        await gate.watch(self, session, self.start_watch)
+
+    async def start_watch(self, session: LiveSession) -> None:
+        """Follow the session's events; the watch gate calls it once the watch may start."""
+        session_id = session.session_id
+        if session_id in self.watches or self.ws.closed:
             return
         self.watches[session_id] = await self.follow(session)
         WATCHES.inc()
         self.log.info("agent.watch_started", session_id=session_id, project_id=session.project_id)
         self.send({"type": "watch.started", "sessionId": session_id})
+        self.send({"type": "session.update", "session": session.model_dump(by_alias=True)})
+        await self.app[access.WATCH_GATE].started(self, session)
 
     async def follow(self, session: LiveSession):
         """Subscribe to the session's batches from its latest page snapshot on, then live, in stream order."""
@@ -152,13 +255,20 @@ class AgentConnection:
         )
 
     async def unwatch(self, message: AgentMessage) -> None:
-        session_id = message.session_id or ""
+        await self.stop_watch(message.session_id or "", reason="agent")
+
+    async def stop_watch(self, session_id: str, *, reason: str) -> None:
+        """Stop a watch (or its wait for consent); `reason` is agent, consent_withdrawn or disconnected."""
+        await self.app[access.WATCH_GATE].stopped(self, session_id, reason=reason)
         subscription = self.watches.pop(session_id, None)
         if subscription is not None:
             WATCHES.dec()
             await subscription.unsubscribe()
-            self.log.info("agent.watch_stopped", session_id=session_id)
-        self.send({"type": "watch.stopped", "sessionId": session_id})
+            self.log.info("agent.watch_stopped", session_id=session_id, reason=reason)
+        frame = {"type": "watch.stopped", "sessionId": session_id}
+        if reason != "agent":
+            frame["reason"] = reason
+        self.send(frame)
 
     def require_project(self, project_id: str | None) -> str:
         if not project_id:
@@ -173,6 +283,10 @@ class AgentConnection:
 
     async def close(self) -> None:
         self.app[REGISTRY].remove_listener(self.on_registry_change)
+        await self.app[access.WATCH_GATE].forget(self, reason="disconnected")
+        if self.push_timer is not None:
+            self.push_timer.cancel()
+            self.push_timer = None
         for session_id, subscription in list(self.watches.items()):
             WATCHES.dec()
             with contextlib.suppress(Exception):
@@ -198,10 +312,11 @@ async def authenticate(ws: web.WebSocketResponse, app: web.Application) -> Agent
             message='The first message must be {"type": "auth", "token": "<agent token>"}.',
             status=401,
         )
-    return app[SIGNER].verify_agent(message.token)
+    return app[AUTHENTICATOR].for_socket(message.token)
 
 
 async def agent_socket(request: web.Request) -> web.WebSocketResponse:
+    check_agent_socket_origin(request, request.app[SETTINGS].agent_origins)
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
     await ws.prepare(request)
     app = request.app
@@ -236,6 +351,33 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def list_sessions(request: web.Request) -> web.Response:
+    """`GET /v1/sessions?projectId=…&query=…&sort=…&order=…&limit=…&offset=…` with an agent bearer token."""
+    app = request.app
+    claims = await authenticate_request(request)
+    fields = dict(request.query)
+    if "q" in fields and "query" not in fields:
+        fields["query"] = fields.pop("q")
+    list_request = ListRequest.from_fields(fields, max_limit=app[SETTINGS].list_max_limit)
+    if not claims.can_access(list_request.project_id):
+        raise ProtocolError(
+            code="forbidden",
+            message=f"Agent {claims.name!r} has no access to project {list_request.project_id[:64]!r}.",
+            status=403,
+        )
+    await app[REGISTRY].wait_ready(app[SETTINGS].registry_ready_timeout_seconds)
+    result = list_result(app, list_request, max_age_seconds=app[SETTINGS].list_push_interval_seconds)
+    return json_response(
+        {
+            "version": 1,
+            **list_request.wire(),
+            "total": result.total,
+            "sessions": [session.model_dump(by_alias=True) for session in result.page(list_request)],
+            "facets": result.facets,
+        }
+    )
+
+
 def error_frame(error: ProtocolError) -> str:
     payload = error.to_payload()
     return orjson.dumps({"type": "error", **payload.model_dump()}).decode()
@@ -252,8 +394,8 @@ async def run_registry(app: web.Application) -> AsyncIterator[None]:
 
     gauge_task = asyncio.create_task(publish_gauge())
     yield
-    task.cancel()
     gauge_task.cancel()
+    await cancel_and_wait(task)
     await asyncio.gather(task, gauge_task, return_exceptions=True)
 
 
@@ -269,14 +411,22 @@ async def close_sockets(app: web.Application) -> None:
 
 def create_app(*, settings: LiveSettings, nc: NatsClient, signer: TokenSigner) -> web.Application:
     """Build the live application; mount it under `/live`."""
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware("live")])
     js = nc.jetstream()
     app[SETTINGS] = settings
     app[JS] = js
     app[SIGNER] = signer
-    app[REGISTRY] = LiveRegistry(js=js, timeout_seconds=settings.live_session_timeout_seconds)
+    app[REGISTRY] = LiveRegistry(
+        js=js,
+        timeout_seconds=settings.live_session_timeout_seconds,
+        inactive_timeout_seconds=settings.inactive_session_timeout_seconds,
+        closing_grace_seconds=settings.closing_grace_seconds,
+    )
+    app[LISTING] = ListingCache()
     app[SOCKETS] = weakref.WeakSet()
+    access.setup(app, settings=settings, nc=nc, signer=signer)
     app.cleanup_ctx.append(run_registry)
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/v1/ws", agent_socket)
+    app.router.add_get("/v1/sessions", list_sessions)
     return app

@@ -117,9 +117,13 @@ class AdminPage {
     }
   }
 
+  /** Shows `error` above the tables, or hides the message when `error` is empty. */
   private report(error: unknown): void {
-    this.problem.textContent = error instanceof ApiError ? error.message : error ? String(error) : "";
-    this.problem.hidden = !error;
+    let message = "";
+    if (error instanceof ApiError) message = error.message;
+    else if (error) message = String(error);
+    this.problem.textContent = message;
+    this.problem.hidden = message === "";
   }
 
   /** Runs `action`, shows its error if it fails, and reloads the page's tables. */

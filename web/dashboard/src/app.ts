@@ -243,6 +243,16 @@ export class DashboardApp {
         if (this.view?.sessionId === message.sessionId) this.view.handle({ type: "list.remove", sessionId: message.sessionId, reason: "ended" });
         this.grid.handle(message);
         return;
+      case "watch.pending":
+        // The project asks users first (sessionConfirm): nothing streams until the user accepts.
+        this.showNotice("The user is asked to accept being watched. The session appears once they do.");
+        return;
+      case "watch.started":
+        this.notice.hidden = true;
+        break;
+      case "watch.stopped":
+        if (message.reason === "consent_withdrawn") this.showNotice("The user stopped sharing their page.");
+        break;
     }
     this.view?.handle(message);
     this.grid.handle(message);

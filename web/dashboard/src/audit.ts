@@ -84,7 +84,7 @@ export class AuditPage {
   /** Loads the events and totals for the filters in the route (`#/audit?agent=…`). */
   async show(): Promise<void> {
     const params = new URLSearchParams(location.hash.split("?")[1] ?? "");
-    for (const name of FILTERS) this.inputs[name].value = params.get(name) ?? "";
+    for (const name of FILTERS) this.inputs[name].value = (params.get(name) ?? "").replace(/T23:59:59\.999$/, "");
     const query = this.filterParams();
     this.problem.hidden = true;
     try {
@@ -105,7 +105,8 @@ export class AuditPage {
     const params = new URLSearchParams();
     for (const name of FILTERS) {
       const value = this.inputs[name].value.trim();
-      if (value) params.set(name, value);
+      // A date in `to` means the whole day: the server takes times before `to`.
+      if (value) params.set(name, name === "to" && /^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T23:59:59.999` : value);
     }
     return params;
   }

@@ -1,7 +1,7 @@
 // The search bar, filter menus and sort order above the live list. The search
 // uses the syntax of recorded-session search (`user:alice browser:chrome
-// meta.plan:pro`); each filter menu writes or replaces one `field:value` term
-// of it, and shows how many live sessions have each value.
+// meta.plan:pro`). Each filter menu shows how many live sessions have each
+// value, and choosing one writes or replaces one `field:value` term.
 import { h } from "./dom";
 import { formatCountry } from "./format";
 import type { Facets, ListQuery } from "./protocol";

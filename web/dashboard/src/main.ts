@@ -1,6 +1,7 @@
 // Entry point of the agents' dashboard: the sign-in page, then the dashboard.
 import "@rrweb/replay/dist/style.css";
 import "./dashboard.css";
+import { installAdmin } from "./admin";
 import { type AuthState, loadAuth } from "./api";
 import { DashboardApp } from "./app";
 import { createLoginPage } from "./login";
@@ -9,6 +10,7 @@ import { installRecordings } from "./recordings";
 function openDashboard(root: HTMLElement, auth: AuthState): void {
   new DashboardApp(root, auth, (reason) => showLogin(root, reason));
   installRecordings(root, auth);
+  installAdmin(root, auth);
 }
 
 function showLogin(root: HTMLElement, message: string): void {

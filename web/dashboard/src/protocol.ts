@@ -72,7 +72,8 @@ export type ServerMessage =
   | { type: "session.update"; session: LiveSession }
   | { type: "session.ended"; sessionId: string }
   | { type: "watch.started"; sessionId: string }
-  | { type: "watch.stopped"; sessionId: string }
+  | { type: "watch.pending"; sessionId: string; requestId: string; expiresAt: number }
+  | { type: "watch.stopped"; sessionId: string; reason?: "consent_withdrawn" | "disconnected" }
   | { type: "events"; sessionId: string; seq?: number; events: RrwebEvent[] }
   | { type: "pong"; serverTime: number }
   | { type: "error"; code: string; message: string; details?: Record<string, unknown> };
