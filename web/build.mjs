@@ -2,6 +2,7 @@
 // `node build.mjs` builds once; `node build.mjs --watch` rebuilds on change.
 import * as esbuild from "esbuild";
 import { cpSync, mkdirSync } from "node:fs";
+import { withoutRrwebDeadCode } from "./tracker/build-plugins.mjs";
 
 const watch = process.argv.includes("--watch");
 const outdir = new URL("./dist/", import.meta.url).pathname;
@@ -13,6 +14,8 @@ const common = {
   target: ["es2019"],
   legalComments: "none",
   logLevel: "info",
+  // Only bundles that contain @rrweb/record change: see tracker/build-plugins.mjs.
+  plugins: [withoutRrwebDeadCode],
 };
 
 const builds = [
