@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
@@ -26,3 +28,17 @@ class ServiceSettings(BaseSettings):
     stream_max_age_seconds: float = Field(
         default=86_400.0, gt=0, description="How long the events stream keeps a batch."
     )
+    agent_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated origins, besides the server's own, whose pages may open the live and signal "
+            "agent sockets, such as https://support.example.com. Empty: the server's own origin only."
+        ),
+    )
+
+    @field_validator("agent_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().rstrip("/").lower() for part in value.split(",") if part.strip()]
+        return value

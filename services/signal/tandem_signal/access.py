@@ -1,4 +1,4 @@
-"""The Origin check of the Assist socket, once its auth frame says who connects.
+"""The Origin check of the Assist socket, once its auth frame identifies who connects.
 
 The tracker's socket must come from one of its project's allowed origins; an
 agent's socket from the server's own origin or TANDEM_AGENT_ORIGINS.
