@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from tandem_sessions.store.replay import ChunkKey, compress_events
+from tandem_sessions.clicks import ClickLabels, is_click
+from tandem_sessions.store.replay import ChunkKey
 
 # rrweb numbers (rrweb 2.x, @rrweb/types): event types and incremental sources.
 META = 4
@@ -27,11 +28,12 @@ MAX_PAYLOAD = 16_384
 MAX_MASKED_INPUT = 64
 
 EVENT_COLUMNS = (
-    "project_id", "kind", "session_id", "tab_id", "seq", "idx", "timestamp", "name", "text", "selector", "url", "payload",
+    "project_id", "kind", "session_id", "tab_id", "seq", "idx", "timestamp",
+    "name", "text", "selector", "url", "payload",
 )  # fmt: skip
 BATCH_COLUMNS = (
     "project_id", "session_id", "tab_id", "seq", "received_at", "first_ts", "last_ts", "event_count", "raw_bytes",
-    "stored_bytes", "has_meta", "pages", "clicks", "errors", "first_url", "user_id", "user_anonymous_id", "metadata",
+    "has_meta", "pages", "clicks", "errors", "first_url", "user_id", "user_anonymous_id", "metadata",
 )  # fmt: skip
 
 ERROR_KINDS = ("error",)
@@ -60,7 +62,6 @@ class ExtractedBatch:
     seq: int
     received_at: int
     events_json: bytes
-    chunk: bytes
     event_count: int
     first_ts: int
     last_ts: int
@@ -84,8 +85,18 @@ class ExtractedBatch:
     def event_rows(self) -> list[list[Any]]:
         return [
             [
-                self.project_id, row.kind, self.session_id, self.tab_id, self.seq, row.idx, row.timestamp,
-                row.name, row.text, row.selector, row.url, row.payload,
+                self.project_id,
+                row.kind,
+                self.session_id,
+                self.tab_id,
+                self.seq,
+                row.idx,
+                row.timestamp,
+                row.name,
+                row.text,
+                row.selector,
+                row.url,
+                row.payload,
             ]  # fmt: skip
             for row in self.rows
         ]
@@ -93,13 +104,18 @@ class ExtractedBatch:
     def batch_row(self) -> list[Any]:
         return [
             self.project_id, self.session_id, self.tab_id, self.seq, self.received_at, self.first_ts, self.last_ts,
-            self.event_count, len(self.events_json), len(self.chunk), int(self.has_meta), self.count("page"),
-            self.count("click"), self.error_count(), self.first_url, self.user_id, self.user_anonymous_id, self.metadata,
+            self.event_count, len(self.events_json), int(self.has_meta), self.count("page"),
+            self.count("click"), self.error_count(), self.first_url, self.user_id, self.user_anonymous_id,
+            self.metadata,
         ]  # fmt: skip
 
 
-def extract(batch: dict[str, Any], *, zstd_level: int = 3) -> ExtractedBatch:
-    """Build the rows of a batch already validated as an EventBatch (a dict with its wire keys)."""
+def extract(batch: dict[str, Any], *, clicks: ClickLabels | None = None) -> ExtractedBatch:
+    """Build the rows of a batch already validated as an EventBatch (a dict with its wire keys).
+
+    With `clicks`, rrweb's own click events become click rows labelled from the page's
+    text, unless the session sends `tandem.click` events.
+    """
     events: list[dict[str, Any]] = batch["events"]
     events_json = orjson.dumps(events)
     timestamps = [int(event["timestamp"]) for event in events]
@@ -111,7 +127,6 @@ def extract(batch: dict[str, Any], *, zstd_level: int = 3) -> ExtractedBatch:
         seq=int(batch["seq"]),
         received_at=received_at,
         events_json=events_json,
-        chunk=compress_events(events_json, level=zstd_level),
         event_count=len(events),
         first_ts=min(timestamps, default=received_at),
         last_ts=max(timestamps, default=received_at),
@@ -119,6 +134,8 @@ def extract(batch: dict[str, Any], *, zstd_level: int = 3) -> ExtractedBatch:
     )
     for index, event in enumerate(events):
         _extract_event(extracted, index, event)
+    if clicks is not None:
+        _label_rrweb_clicks(extracted, events, clicks)
     # The first page view names the page better than the Meta event's href, which comes before it.
     page_urls = [row.url for row in extracted.rows if row.kind == "page" and row.url]
     if page_urls:
@@ -142,13 +159,29 @@ def _extract_event(batch: ExtractedBatch, index: int, event: dict[str, Any]) -> 
             batch.rows.append(row)
 
 
+def _label_rrweb_clicks(batch: ExtractedBatch, events: list[dict[str, Any]], clicks: ClickLabels) -> None:
+    if any(row.kind == "click" for row in batch.rows):
+        clicks.mark_tracker_clicks(batch.session_id)
+    derive = not clicks.uses_tracker_clicks(batch.session_id)
+    for index, event in enumerate(events):
+        if derive and is_click(event):
+            label = clicks.label(batch.session_id, event["data"].get("id"))
+            batch.rows.append(
+                EventRow(kind="click", idx=index, timestamp=int(event["timestamp"]), name="rrweb", text=label)
+            )
+        else:
+            clicks.observe(batch.session_id, event)
+
+
 def _input_row(index: int, timestamp: int, data: dict[str, Any]) -> EventRow:
     value = data.get("text")
     masked = "*" * min(len(value), MAX_MASKED_INPUT) if isinstance(value, str) else ""
     return EventRow(kind="input", idx=index, timestamp=timestamp, name=_text(data.get("id"), MAX_NAME), text=masked)
 
 
-def _custom_row(batch: ExtractedBatch, index: int, timestamp: int, tag: str, payload: dict[str, Any]) -> EventRow | None:
+def _custom_row(
+    batch: ExtractedBatch, index: int, timestamp: int, tag: str, payload: dict[str, Any]
+) -> EventRow | None:
     """Return the searchable row of a `tandem.*` event, and apply identity signals to the batch."""
     row = EventRow(kind="", idx=index, timestamp=timestamp)
     if tag == "tandem.page":

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from tandem_runtime.settings import ServiceSettings
+
+from tandem_sessions.access_settings import AccessSettings
 
 
-class SessionsSettings(ServiceSettings):
+class SessionsSettings(AccessSettings):
     port: int = Field(default=8084, ge=0, le=65535, description="Port the sessions HTTP server listens on.")
     agent_token_ttl_seconds: int = Field(
         default=3600, gt=0, description="Lifetime of the agent token that login returns."
@@ -18,7 +19,10 @@ class SessionsSettings(ServiceSettings):
     # Storage.
     data_dir: Path = Field(
         default=Path(".data"),
-        description="Folder of the embedded ClickHouse (chdb) and the folder replay store; relative to the working directory.",
+        description=(
+            "Folder of the embedded ClickHouse (chdb) and the folder replay store; "
+            "relative to the working directory."
+        ),
     )
     clickhouse_dsn: SecretStr = Field(
         default=SecretStr(""),
@@ -32,12 +36,12 @@ class SessionsSettings(ServiceSettings):
     )
     replay_store: Literal["clickhouse", "folder"] = Field(
         default="clickhouse",
-        description="Where compressed rrweb chunks go: the replay_chunks table, or files under replay_dir.",
+        description="Where rrweb chunks go: the replay_chunks table, or zstd files under replay_dir.",
     )
     replay_dir: Path | None = Field(
         default=None, description="Folder of the folder replay store; defaults to <data_dir>/replay."
     )
-    replay_zstd_level: int = Field(default=3, ge=1, le=19, description="zstd level of replay chunks.")
+    replay_zstd_level: int = Field(default=3, ge=1, le=19, description="zstd level of the folder replay store's files.")
 
     # Session lifecycle.
     session_inactivity_seconds: float = Field(
@@ -59,7 +63,7 @@ class SessionsSettings(ServiceSettings):
         default=256, ge=1, le=10_000, description="Messages fetched, and written to the store, per bulk insert."
     )
     consumer_fetch_timeout_seconds: float = Field(
-        default=1.0, gt=0, description="Longest wait for a fetch to fill before writing what arrived."
+        default=1.0, gt=0, description="Maximum wait for a fetch to fill before writing what arrived."
     )
     consumer_ack_wait_seconds: float = Field(
         default=60.0, gt=0, description="Time JetStream waits for an acknowledgement before delivering a message again."

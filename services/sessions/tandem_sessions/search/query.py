@@ -132,7 +132,7 @@ class _Parser:
         if not self.at_end():
             if self.peek() == ")":
                 raise self.error("This ')' has no matching '('")
-            raise self.error(f"Unexpected {self.text[self.pos:self.pos + 20]!r}")
+            raise self.error(f"Unexpected {self.text[self.pos : self.pos + 20]!r}")
         return node
 
     def parse_or(self) -> Node:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tandem_sessions.search.query import And, Attribute, Node, Not, Or, QuerySyntaxError, Term, Then
@@ -139,17 +139,24 @@ class _Compiler:
             require_no_attributes(term)
             return f"((kind = 'error' OR (kind = 'console' AND name = 'error')) AND {self.match_text('text', term)})"
         kind = "custom" if term.field == "event" else "issue"
-        parts = [f"kind = '{kind}'", self.match_exact("name", Term(term.field, term.op, term.value, term.position), caseless=False)]
+        parts = [
+            f"kind = '{kind}'",
+            self.match_exact("name", Term(term.field, term.op, term.value, term.position), caseless=False),
+        ]
         parts += [self.payload_field(attribute) for attribute in term.attributes]
         return "(" + " AND ".join(parts) + ")"
 
     def match_text(self, column: str, term: Term) -> str:
-        """Case-insensitive: a plain value matches anywhere in the text; `*` anchors and wildcards."""
+        """Case-insensitive: a plain value matches anywhere in the text; `*` anchors and wildcards.
+
+        The LIKE on lowerUTF8(column) is the form the n-gram skip indexes of migration 7 serve.
+        """
         if term.value == "*":
             return "1"
-        if "*" in term.value:
-            return f"{column} ILIKE {self.param(wildcard_pattern(term.value), 'String')}"
-        return f"positionCaseInsensitiveUTF8({column}, {self.param(term.value, 'String')}) > 0"
+        pattern = wildcard_pattern(term.value.lower())
+        if "*" not in term.value:
+            pattern = f"%{pattern}%"
+        return f"lowerUTF8({column}) LIKE {self.param(pattern, 'String')}"
 
     def payload_field(self, attribute: Attribute) -> str:
         """Match a field of the event's JSON payload, by its string value or its raw JSON (numbers, booleans)."""
@@ -160,7 +167,9 @@ class _Compiler:
     def events_subquery(self, predicate: str, *, having: str = "") -> str:
         bounds = ""
         if self.event_time_from_ms is not None:
-            bounds += f" AND timestamp >= fromUnixTimestamp64Milli({self.param(self.event_time_from_ms, 'Int64')}, 'UTC')"
+            bounds += (
+                f" AND timestamp >= fromUnixTimestamp64Milli({self.param(self.event_time_from_ms, 'Int64')}, 'UTC')"
+            )
         if self.event_time_to_ms is not None:
             bounds += f" AND timestamp <= fromUnixTimestamp64Milli({self.param(self.event_time_to_ms, 'Int64')}, 'UTC')"
         query = f"SELECT session_id FROM session_events WHERE project_id = {{project:String}}{bounds} AND {predicate}"
@@ -194,7 +203,9 @@ def require_match_op(term: Term) -> None:
 
 def require_no_attributes(term: Term) -> None:
     if term.attributes:
-        raise QuerySyntaxError(f"Only event and issue take [field=value] payload filters, not {term.field}", term.position)
+        raise QuerySyntaxError(
+            f"Only event and issue take [field=value] payload filters, not {term.field}", term.position
+        )
 
 
 def wildcard_pattern(value: str) -> str:
@@ -235,7 +246,7 @@ def parse_time(value: str, *, position: int = 0) -> int:
             f"{value!r} is not a date: write 2025-01-31, 2025-01-31T14:00 or milliseconds since the epoch", position
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 

@@ -31,15 +31,19 @@ class Store:
 async def open_store(settings: SessionsSettings) -> Store:
     """Connect to ClickHouse (or open chdb in `<data_dir>/chdb`), apply the migrations, pick the replay store."""
     dsn = settings.clickhouse_dsn.get_secret_value()
-    db = await ClickHouse.open(dsn=dsn, chdb_path=None if dsn else settings.data_dir / "chdb", threads=settings.store_threads)
+    db = await ClickHouse.open(
+        dsn=dsn, chdb_path=None if dsn else settings.data_dir / "chdb", threads=settings.store_threads
+    )
     try:
         await migrate(db)
-    except StoreError:
+    except BaseException:  # cancelled too, so that the chdb engine is not left open
         await db.close()
         raise
     replay: ReplayStore
     if settings.replay_store == "folder":
-        replay = FolderReplayStore(root=settings.replay_dir or settings.data_dir / "replay")
+        replay = FolderReplayStore(
+            root=settings.replay_dir or settings.data_dir / "replay", zstd_level=settings.replay_zstd_level
+        )
     else:
         replay = ClickHouseReplayStore(db=db)
     log.info("store.opened", embedded=db.embedded, replay_store=replay.name)

@@ -38,7 +38,7 @@ INSERT_ROWS = Histogram(
 )
 STORE_ERRORS = Counter("tandem_sessions_store_errors_total", "Failed ClickHouse calls, by server error code.", ["code"])
 
-# Server error codes that say "try again later" rather than "this request can never work"
+# Server error codes that mean "try again later" rather than "this request can never work"
 # (ClickHouse's src/Common/ErrorCodes.cpp).
 RETRYABLE_CODES = frozenset(
     {
@@ -109,7 +109,8 @@ class ClickHouse:
         db = cls(dsn=dsn, chdb_path=chdb_path, threads=threads)
         try:
             await db.query("SELECT 1")
-        except StoreError:
+        except BaseException:
+            # Cancelled too: chdb keeps an engine open per process, so an unclosed one blocks the next open.
             await db.close()
             raise
         log.info("store.connected", embedded=db.embedded, threads=threads)
@@ -173,6 +174,10 @@ class ClickHouse:
                 failure = StoreError.from_driver(error)
                 STORE_ERRORS.labels(str(failure.code)).inc()
                 raise failure from None
+            except (ValueError, TypeError, OverflowError) as error:
+                # The driver converts values to column types before sending: such data can never be stored.
+                STORE_ERRORS.labels("conversion").inc()
+                raise StoreError(f"A value does not fit its column: {error}") from None
             finally:
                 QUERY_SECONDS.labels(kind).observe(time.perf_counter() - started)
 

@@ -1,7 +1,7 @@
 """Numbered, reversible schema migrations, applied in order at start-up.
 
-`schema_migrations` keeps one row per change of state; the row with the latest
-`changed_at` says whether a version is applied. Every statement is idempotent
+`schema_migrations` keeps one row per change of state, and the row with the latest
+`changed_at` tells whether a version is applied. Every statement is idempotent
 (IF NOT EXISTS, IF EXISTS), so that pods starting at once can all run them.
 Never edit a released migration: add the next number.
 """
@@ -93,7 +93,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                 last_ts DateTime64(3, 'UTC'),
                 event_count UInt32,
                 raw_bytes UInt32,
-                stored_bytes UInt32,
                 has_meta UInt8,
                 pages UInt32,
                 clicks UInt32,
@@ -137,8 +136,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=4,
         name="replay_chunks",
-        # Compressed rrweb chunks, for the ClickHouse replay store. The data is compressed
-        # already, so the column codec does not compress it again.
+        # rrweb chunks (JSON arrays) of the ClickHouse replay store. Sorted by session, the
+        # column codec compresses a session's consecutive chunks together.
         up=(
             """
             CREATE TABLE IF NOT EXISTS replay_chunks (
@@ -146,14 +145,73 @@ MIGRATIONS: tuple[Migration, ...] = (
                 session_id String,
                 tab_id String,
                 seq UInt32,
-                codec LowCardinality(String),
-                data String CODEC(NONE)
+                data String CODEC(ZSTD(3))
             ) ENGINE = ReplacingMergeTree
             ORDER BY (project_id, session_id, tab_id, seq)
             SETTINGS index_granularity = 1024
             """,
         ),
         down=("DROP TABLE IF EXISTS replay_chunks",),
+    ),
+    Migration(
+        version=5,
+        name="assist_audit",
+        # The audit trail: one row per assist event (watch, consent, call, control). A
+        # redelivered event has the same event_id and time, so the merge keeps one row.
+        up=(
+            """
+            CREATE TABLE IF NOT EXISTS assist_audit (
+                event_id String,
+                project_id LowCardinality(String),
+                session_id String,
+                kind LowCardinality(String),
+                agent_id String,
+                agent_name String,
+                consent_kind LowCardinality(String),
+                outcome LowCardinality(String),
+                reason LowCardinality(String),
+                request_id String,
+                call_id String,
+                watch_id String,
+                at DateTime64(3, 'UTC'),
+                duration_ms Nullable(UInt64),
+                received_at DateTime64(3, 'UTC'),
+                INDEX agent_id_bloom agent_id TYPE bloom_filter GRANULARITY 4,
+                INDEX session_id_bloom session_id TYPE bloom_filter GRANULARITY 4
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (project_id, at, event_id)
+            """,
+        ),
+        down=("DROP TABLE IF EXISTS assist_audit",),
+    ),
+    Migration(
+        version=6,
+        name="replay_chunks_stored_at",
+        # The time a chunk was stored, which the project retention TTL ages chunks by. Rows
+        # stored before this migration get the migration's time. Remove the retention TTL
+        # (set every project's retention to 0) before reverting: ClickHouse keeps a column
+        # that a TTL uses.
+        up=(
+            "ALTER TABLE replay_chunks ADD COLUMN IF NOT EXISTS stored_at DateTime64(3, 'UTC') DEFAULT now64(3)",
+            "ALTER TABLE replay_chunks MATERIALIZE COLUMN stored_at",
+        ),
+        down=("ALTER TABLE replay_chunks DROP COLUMN IF EXISTS stored_at",),
+    ),
+    Migration(
+        version=7,
+        name="session_events_text_indexes",
+        # N-gram bloom filters let a search for a rare label, URL or message skip the
+        # granules that cannot contain it. The search compiles to LIKE on lowerUTF8(…) to use them.
+        up=(
+            "ALTER TABLE session_events ADD INDEX IF NOT EXISTS text_ngrams lowerUTF8(text) "
+            "TYPE ngrambf_v1(3, 8192, 2, 0) GRANULARITY 1",
+            "ALTER TABLE session_events ADD INDEX IF NOT EXISTS url_ngrams lowerUTF8(url) "
+            "TYPE ngrambf_v1(3, 8192, 2, 0) GRANULARITY 1",
+        ),
+        down=(
+            "ALTER TABLE session_events DROP INDEX IF EXISTS url_ngrams",
+            "ALTER TABLE session_events DROP INDEX IF EXISTS text_ngrams",
+        ),
     ),
 )
 

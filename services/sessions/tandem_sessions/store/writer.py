@@ -3,7 +3,7 @@
 A batch is written in an order that makes a crash at any point safe: the replay
 chunks and the searchable events first, then its `session_batches` row, which is
 the marker that the batch is stored. A redelivered batch whose marker exists is
-skipped; one whose marker is missing is written again, and the ReplacingMergeTree
+skipped. One whose marker is missing is written again, and the ReplacingMergeTree
 keys (project, session, tab, seq[, kind, idx]) fold the copies into one row.
 
 The summary row of a session is not added up from deltas: it is recomputed from
@@ -13,12 +13,14 @@ so that redeliveries, crashes and several consumer pods all give the same result
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 from tandem_protocol import LiveSession
 
 from tandem_sessions.extract import BATCH_COLUMNS, EVENT_COLUMNS, ExtractedBatch
@@ -39,13 +41,15 @@ SESSION_COLUMNS = (
     "pages", "events", "errors", "clicks", "ended", "updated_at",
 )  # fmt: skip
 
+SESSIONS_ENDED = Counter("tandem_sessions_ended_total", "Sessions marked ended by the end pass (idle or too long).")
+
 START_FIELDS = ("user_id", "user_anonymous_id", "browser", "browser_version", "os", "os_version", "device", "country")
 MAX_CACHED_START_INFO = 50_000
 
 
 @dataclass
 class StartInfo:
-    """What a session's summary keeps from its start: the device, and the user known then."""
+    """Fields a session's summary keeps from its start: the device, and the user known then."""
 
     values: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
@@ -91,10 +95,11 @@ class SessionWriter:
         """Write chunks, then events, then the markers; see the module docstring for why in this order."""
         if not batches:
             return
-        chunks = [ReplayChunk(b.project_id, b.session_id, b.key, b.chunk) for b in batches]
-        await self._store.replay.write(chunks)
+        chunks = [ReplayChunk(b.project_id, b.session_id, b.key, b.events_json) for b in batches]
         event_rows = [row for batch in batches for row in batch.event_rows()]
-        await self._store.db.insert("session_events", event_rows, EVENT_COLUMNS)
+        await asyncio.gather(
+            self._store.replay.write(chunks), self._store.db.insert("session_events", event_rows, EVENT_COLUMNS)
+        )
         await self._store.db.insert("session_batches", [batch.batch_row() for batch in batches], BATCH_COLUMNS)
 
     async def summarize(self, sessions: Iterable[tuple[str, str]]) -> int:
@@ -136,7 +141,9 @@ class SessionWriter:
             return 0
         starts = await self._start_infos(project_id, [row["session_id"] for row in aggregates])
         now_ms = int(time.time() * 1000)
-        rows = [self._summary_row(project_id, row, starts.get(row["session_id"]), now_ms, version_us) for row in aggregates]
+        rows = [
+            self._summary_row(project_id, row, starts.get(row["session_id"]), now_ms, version_us) for row in aggregates
+        ]
         await self._store.db.insert("sessions", rows, SESSION_COLUMNS)
         return len(rows)
 
@@ -218,5 +225,6 @@ class SessionWriter:
         if not rows:
             return 0
         written = await self.summarize(rows)
+        SESSIONS_ENDED.inc(written)
         log.info("sessions.ended", count=written)
         return written

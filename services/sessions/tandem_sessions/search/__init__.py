@@ -1,0 +1,1 @@
+"""The session search language: its parser and its compiler to parameterised ClickHouse SQL."""
