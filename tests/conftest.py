@@ -19,14 +19,14 @@ from tandem_runtime.logs import configure_logging
 
 SECRET_KEY = "test-secret-key-0123456789abcdef"
 ADMIN_PASSWORD_FILE = "admin-password"
+PORT_ATTEMPTS = 3
 
 configure_logging(os.environ.get("TANDEM_LOG_LEVEL", "warning"))
 
 
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(data_dir=tmp_path / "nats", port=free_port())
-    await server.start()
+    server = await start_nats(tmp_path / "nats")
     yield server
     server.stop()
 
@@ -61,19 +61,39 @@ class RunningTandem:
             return (await response.json())["token"]
 
 
+async def start_nats(data_dir: Path) -> EmbeddedNats:
+    """Start a nats-server on a free port, choosing another if a concurrent process took it first."""
+    for attempt in range(PORT_ATTEMPTS):
+        server = EmbeddedNats(data_dir=data_dir, port=free_port())
+        try:
+            await server.start()
+            return server
+        except RuntimeError:
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def start_tandem(data_dir: Path, *, nats_url: str | None = None, **overrides) -> tuple[web.AppRunner, RunningTandem]:
     """Start the all-in-one server on free ports, with its own nats-server unless `nats_url` is given."""
     port = free_port()
-    settings = AllInOneSettings(
-        port=port,
-        data_dir=data_dir,
-        nats_port=free_port(),
-        embedded_nats=nats_url is None,
-        nats_url=nats_url or "nats://127.0.0.1:4222",
-        secret_key=SECRET_KEY,
-        **overrides,
-    )
-    started = await start(settings)
+    for attempt in range(PORT_ATTEMPTS):
+        settings = AllInOneSettings(
+            port=port,
+            data_dir=data_dir,
+            nats_port=free_port(),
+            embedded_nats=nats_url is None,
+            nats_url=nats_url or "nats://127.0.0.1:4222",
+            secret_key=SECRET_KEY,
+            **overrides,
+        )
+        try:
+            started = await start(settings)
+            break
+        except RuntimeError:
+            # free_port() releases the port before nats-server binds it, so another process may take it.
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
     runner = web.AppRunner(started.app, shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -10,7 +10,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, get_args
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 from tandem_protocol import ProtocolError, encode, subjects
 from tandem_protocol.codec import validation_error
-from tandem_protocol.signal import CLIENT_FRAME, AgentPeer, AuthFrame
+from tandem_protocol.signal import CLIENT_FRAME, AgentPeer, AuthFrame, ConsentKind, ConsentOutcome
 from tandem_runtime.tokens import AgentClaims, SessionClaims, TokenSigner
 
 from tandem_signal import access, room
@@ -52,6 +52,10 @@ CONSENT = Counter(
     "Consent requests with an outcome, by kind (call, control) and outcome (accepted, declined, timeout, cancelled).",
     ["kind", "outcome"],
 )
+# Export a zero for every kind and outcome, so that dashboards show rates before the first answer.
+for _kind in get_args(ConsentKind):
+    for _outcome in get_args(ConsentOutcome):
+        CONSENT.labels(_kind, _outcome)
 CONNECTIONS = Gauge("tandem_signal_connections", "Assist sockets open on this pod, by role.", ["role"])
 REJECTED = Counter(
     "tandem_signal_frames_rejected_total", "Frames rejected with an error frame, by error code.", ["code"]
