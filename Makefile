@@ -62,6 +62,8 @@ deploy: install
 bench: install web chromium
 	$(BIN)/python -m bench.live_latency
 	$(BIN)/python -m bench.assist_latency
+	$(BIN)/python -m bench.ingest_load
+	$(BIN)/python -m bench.tracker_cost
 
 clean:
 	rm -rf $(VENV) web/node_modules web/dist .data

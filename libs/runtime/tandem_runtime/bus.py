@@ -38,6 +38,7 @@ DEAD_LETTER_REASON_HEADER = "Tandem-Dead-Reason"
 
 MAX_DEAD_LETTER_REASON_CHARS = 1000
 
+
 async def connect(url: str, *, name: str) -> NatsClient:
     """Connect to NATS, retrying forever in the background after the first success."""
 

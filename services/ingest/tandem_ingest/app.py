@@ -7,6 +7,7 @@ import time
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -278,8 +279,22 @@ async def ingest_batch(request: web.Request) -> web.Response:
     return json_response(IngestBatchResponse(seq=batch.seq))
 
 
+async def read_chunk(request: web.Request) -> bytes:
+    """Read the next part of the body; a body that cannot be decompressed or was cut off is a 400."""
+    try:
+        return await request.content.readany()
+    except RequestPayloadError as error:
+        REJECTIONS.labels("invalid_encoding").inc()
+        log.warning("batch.invalid_encoding", encoding=request.headers.get("Content-Encoding", ""), error=str(error))
+        raise ProtocolError(
+            code="invalid_encoding",
+            message="The body could not be read: it is cut off or not valid for its Content-Encoding. "
+            "Send it again, compressed with gzip or not at all.",
+        ) from None
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read the body, decompressed, and answer 413 once it passes `limit` bytes.
+    """Read the body, decompressed, and raise a 413 ProtocolError once it passes `limit` bytes.
 
     aiohttp decompresses a body sent with `Content-Encoding: gzip` (or deflate, br,
     zstd) while it is read, so the limit applies to the decompressed size, and a
@@ -287,7 +302,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.readany():
+    while chunk := await read_chunk(request):
         size += len(chunk)
         if size > limit:
             REJECTIONS.labels("body_too_large").inc()
@@ -313,9 +328,9 @@ def bus_unavailable(reason: str) -> ProtocolError:
 
 
 async def publish(request: web.Request, message: EventBatch, payload: bytes):
-    """Publish a batch and wait for JetStream's acknowledgement; answer 503 when the bus cannot take it.
+    """Publish a batch and wait for JetStream's acknowledgement; raise a 503 ProtocolError when the bus cannot take it.
 
-    While NATS is disconnected the answer is immediate: nats-py would otherwise keep
+    While NATS is disconnected the 503 comes at once: nats-py would otherwise keep
     the publish in its reconnect buffer and the request would wait for the timeout.
     """
     settings = request.app[SETTINGS]
@@ -369,7 +384,7 @@ async def retry_after_middleware(request: web.Request, handler):
 
 @web.middleware
 async def bus_error_middleware(request: web.Request, handler):
-    """Answer 503 when NATS fails outside a publish (project lookup, live registry), rather than 500."""
+    """Turn a NATS failure outside a publish (project lookup, live registry) into a 503 rather than a 500."""
     try:
         return await handler(request)
     except (NatsError, TimeoutError) as exc:

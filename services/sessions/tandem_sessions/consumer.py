@@ -257,7 +257,7 @@ class BatchConsumer:
             await self._writer.write(fresh)
             await self._writer.summarize({(d.batch.project_id, d.batch.session_id) for d in deliveries})
         except StoreError:
-            # A failed bulk write says nothing yet: one bad message fails it too.
+            # A failed bulk write proves nothing about the store: one bad message fails it too.
             if len(unique) == 1:
                 self._store_working = False
             raise
