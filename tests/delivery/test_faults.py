@@ -126,7 +126,13 @@ def store_owner() -> str | None:
 
 
 def set_writable(path, writable: bool) -> None:
-    subprocess.run(["chmod", "-R", "u+w" if writable else "a-w", str(path)], check=True)
+    """Change the store folder's write bits, retrying while ClickHouse merges remove parts under `chmod -R`."""
+    for _ in range(10):
+        result = subprocess.run(["chmod", "-R", "u+w" if writable else "a-w", str(path)], capture_output=True)
+        if result.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"chmod -R on {path} kept failing: {result.stderr.decode()[-500:]}")
 
 
 async def test_faults_store_down(make_cluster, http):

@@ -239,6 +239,10 @@ class RefusingDatabase:
         await self._db.insert(table, rows, column_names)
 
 
+DEAD_LETTER_WAIT_SECONDS = 90.0
+"""Bound of the wait for the refused batch's dead letter; a loaded machine needs far longer than an idle one."""
+
+
 async def test_consumer_rejected_message(nats_client, tmp_path: Path):
     """A batch the store refuses while it stores others goes to the dead letters, and never stops the rest."""
     settings = SessionsSettings(
@@ -268,12 +272,14 @@ async def test_consumer_rejected_message(nats_client, tmp_path: Path):
     try:
         await publish("refused", 0)
         letters = []
-        for seq in range(300):  # other batches keep coming, and are stored, while the refused one is retried
+        seq = -1
+        give_up_at = asyncio.get_running_loop().time() + DEAD_LETTER_WAIT_SECONDS
+        # Other batches keep coming, and are stored, while the refused one is retried.
+        while not letters and asyncio.get_running_loop().time() < give_up_at:
+            seq += 1
             await publish("good", seq)
             with contextlib.suppress(NatsTimeoutError):
                 letters = await subscription.fetch(1, timeout=0.1)
-            if letters:
-                break
         assert letters, "the refused batch never reached the dead letters"
         assert letters[0].headers["Tandem-Original-Subject"] == subjects.events("demo", "refused")
         assert letters[0].headers[DEAD_LETTER_REASON_HEADER].startswith("the store rejects it: Code: 53.")
