@@ -186,9 +186,12 @@ async def check_replay(browser: Browser, base: str, app_events: list, events: li
         await context.close()
     expected_rows = expected.split("\n")
     replayed_rows = replayed["text"].split("\n")
-    wrong = sum(1 for a, b in zip(expected_rows, replayed_rows, strict=False) if a != b)
-    wrong += abs(len(expected_rows) - len(replayed_rows))
+    differing = [(a, b) for a, b in zip(expected_rows, replayed_rows, strict=False) if a != b]
+    wrong = len(differing) + abs(len(expected_rows) - len(replayed_rows))
     detail = f"{replayed['events']} events, {len(replayed_rows)} rows replayed, {wrong} differ from the page"
+    if differing:
+        page_row, replayed_row = differing[0]
+        detail += f"; first: page {page_row!r}, replay {replayed_row!r}"
     return wrong == 0 and len(replayed_rows) == len(expected_rows), detail
 
 

@@ -89,7 +89,7 @@
   function tick() {
     for (var i = 0; i < TEXT_CHANGES_PER_TICK; i++) {
       var index = integer(cells.length);
-      // Changes the cell's text node in place, as UI libraries do for a text-only element.
+      // Changes the cell's own text node, so that each change is one text mutation, not a removed and an added node.
       cells[index].firstChild.data = cellText(index % COLUMNS);
     }
     for (var j = 0; j < CLASS_TOGGLES_PER_TICK; j++) {

@@ -182,8 +182,10 @@ def test_rejected_batch_gives_back_seq(tab: PageWithConsole, server: StubServer,
     assert first.seq == 0
     assert second.status == 200
     assert second.seq == 0
-    warnings = tab.tandem_warnings()
-    assert len([w for w in warnings if "HTTP 400" in w]) == 1
+    # Console messages reach Playwright asynchronously, after the batch may have reached the stub.
+    wait_until(lambda: [w for w in tab.tandem_warnings() if "HTTP 400" in w], message="the HTTP 400 warning")
+    tab.page.wait_for_timeout(200)
+    assert len([w for w in tab.tandem_warnings() if "HTTP 400" in w]) == 1
 
 
 def test_401_starts_new_session(tab: PageWithConsole, server: StubServer, stub: IngestStub) -> None:
