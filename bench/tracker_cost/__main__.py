@@ -13,11 +13,13 @@ One run: load the page (2,000-row table), read the DevTools `Performance`
 metrics, start the tracker, then for 200 ticks of 50 ms change 200 cells, toggle
 a class on 100 rows and replace 20 list items, while the harness types into
 five inputs and moves the mouse. After a fixed 2 s drain the metrics are read
-again; task time, script time and the JS heap after a forced garbage
-collection are compared with the no-tracker run of the same round. Then the
+again. Task and script time (CPU time of the page's main thread) and the JS
+heap after a forced garbage collection are compared with the no-tracker run of
+the same round. Then the
 tracker is stopped, and the bytes it sent (bodies as sent, compressed or
-not) are counted at the benchmark's web server. Every Tandem recording is
-replayed with `@rrweb/replay` and its table text compared with the page's.
+not) are counted at the benchmark's web server. Every Tandem recording, as the
+tracker sent it, is replayed with `@rrweb/replay` and its table compared with
+the page's.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ LABELS = {
     "openreplay": "OpenReplay tracker 19.0.1",
     "tandem": "Tandem tracker",
 }
-# Where each configuration's requests go on the benchmark's server.
+# Where each configuration's requests go on the benchmark's server; "none" and "rrweb" send nothing.
 TRAFFIC_PREFIX = {"none": "/none/", "rrweb": "/none/", "openreplay": "/openreplay/", "tandem": "/ingest/"}
 CHROMIUM_ARGS = [
     "--no-sandbox",
