@@ -48,7 +48,7 @@ LABELS = {
     "openreplay": "OpenReplay tracker 19.0.1",
     "tandem": "Tandem tracker",
 }
-# Where each configuration's requests go on the benchmark's server; "none" and "rrweb" send nothing.
+# Path of each configuration's requests on the benchmark's server. "none" and "rrweb" send nothing.
 TRAFFIC_PREFIX = {"none": "/none/", "rrweb": "/none/", "openreplay": "/openreplay/", "tandem": "/ingest/"}
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -266,7 +266,7 @@ def print_table(summary: dict[str, dict], sizes: list[bundles.BundleSize]) -> No
 
 
 def round_order(configs: list[str], round_index: int) -> list[str]:
-    """The configurations in order on even rounds and reversed on odd ones."""
+    """Return the configurations in order on even rounds and reversed on odd ones."""
     return list(configs) if round_index % 2 == 0 else list(reversed(configs))
 
 

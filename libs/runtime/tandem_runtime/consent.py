@@ -43,7 +43,7 @@ class ConsentStore:
         self._js: JetStreamContext = nc.jetstream()
 
     async def get(self, project_id: str, session_id: str) -> tuple[ConsentRecord | None, int]:
-        """Return the record (None when nobody asked yet) and its revision (0 when none)."""
+        """Return the record (None before the first request) and its revision (0 when none)."""
         kv = await self._js.key_value(subjects.CONSENT_BUCKET)
         try:
             entry = await kv.get(subjects.consent_key(project_id, session_id))
@@ -101,7 +101,7 @@ class ConsentStore:
         raise busy(session_id)
 
     async def expire(self, record: ConsentRecord) -> ConsentRecord | None:
-        """Mark a pending request that nobody answered in time; return it, or None when it changed meanwhile."""
+        """Mark a pending request that expired without a response; return it, or None when it changed meanwhile."""
         for _ in range(MAX_WRITE_ATTEMPTS):
             current, revision = await self.get(record.project_id, record.session_id)
             if current is None or current.request_id != record.request_id or current.state != "pending":

@@ -160,7 +160,7 @@ def agent_leave(t: Transition, peer_id: str) -> None:
 
 
 def user_join(t: Transition, connection_id: str) -> None:
-    """The tracker connected: after a reload, every call leg is negotiated again for the new page."""
+    """Record that the tracker connected; after a reload, every call leg is negotiated again for the new page."""
     user = t.state.user
     user.connection_id = connection_id
     user.connected = True
@@ -174,7 +174,7 @@ def user_join(t: Transition, connection_id: str) -> None:
 
 
 def user_leave(t: Transition, connection_id: str) -> None:
-    """The tracker's socket closed. A newer socket of the same page generation is left alone."""
+    """Record that the tracker's socket closed, unless a newer socket of the same page generation replaced it."""
     user = t.state.user
     if user.connection_id != connection_id:
         return
