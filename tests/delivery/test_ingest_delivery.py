@@ -295,3 +295,72 @@ async def test_consumer_rejected_message(nats_client, tmp_path: Path):
         await asyncio.wait_for(task, timeout=10)
         await consumer.close()
         await store.close()
+
+
+async def test_consumer_rejected_message_fetched_alone(nats_client, tmp_path: Path):
+    """A refused batch that comes alone in every other fetch still reaches the dead letters.
+
+    CI once saw this order (the refused batch alone, then first of several, in turn) keep
+    the batch out of the dead letters for 90 s: each failure looked like a store fault.
+    The fetches are driven by hand here so that the order is the same on every run.
+    """
+    settings = SessionsSettings(
+        data_dir=tmp_path / "data",
+        consumer_fetch_timeout_seconds=0.5,
+        consumer_retry_delay_seconds=0.1,
+        consumer_ack_wait_seconds=30.0,
+        store_threads=2,
+    )
+    store = await open_store(settings)
+    store.db = RefusingDatabase(store.db)
+    writer = SessionWriter(store=store, lifecycle=Lifecycle(inactivity_ms=10**12, max_duration_ms=10**12))
+    consumer = BatchConsumer(js=nats_client.jetstream(), writer=writer, settings=settings)
+    await consumer.start()
+    js = nats_client.jetstream()
+
+    async def publish(session_id: str, seq: int) -> None:
+        batch = EventBatch(
+            project_id="demo", session_id=session_id, tab_id="t", seq=seq, received_at=now_ms(), events=[]
+        )
+        await js.publish(subjects.events("demo", session_id), encode(batch))
+
+    async def handle_one_fetch(expected: int) -> list[str]:
+        """Fetch until `expected` messages came in one fetch, handle them, and return their subjects."""
+        for _ in range(20):
+            await asyncio.sleep(0.2)  # past the retry delay, so that the refused batch is delivered again
+            messages = await consumer._fetch()
+            if len(messages) == expected:
+                break
+            for msg in messages:
+                await msg.nak()
+        else:
+            raise AssertionError(f"no fetch of {expected} messages came")
+        with contextlib.suppress(StoreError):
+            await consumer.handle(messages)
+        return [msg.subject for msg in messages]
+
+    subscription = await js.pull_subscribe(
+        subjects.dead_letters_all(), durable="rejected-alone-test", stream=subjects.DEAD_LETTERS_STREAM
+    )
+    try:
+        refused = subjects.events("demo", "refused")
+        await publish("refused", 0)
+        letters = []
+        for round_number in range(8):
+            if round_number % 2 == 0:
+                assert await handle_one_fetch(1) == [refused]
+            else:
+                await publish("good", round_number)
+                assert (await handle_one_fetch(2))[0] == refused
+            with contextlib.suppress(NatsTimeoutError):
+                letters = await subscription.fetch(1, timeout=0.2)
+            if letters:
+                break
+        assert letters, "the refused batch never reached the dead letters"
+        assert letters[0].headers["Tandem-Original-Subject"] == subjects.events("demo", "refused")
+        good = [("demo", "good", "t", number) for number in range(1, round_number + 1, 2)]
+        assert await writer.stored(good) == set(good)
+    finally:
+        await subscription.unsubscribe()
+        await consumer.close()
+        await store.close()

@@ -6,8 +6,8 @@ can never be stored (not a valid EventBatch) is logged, counted, copied to the
 dead-letter stream with the reason, and terminated, so that it does not block the
 rest; a write that fails for a passing reason (ClickHouse unreachable) is
 negatively acknowledged and delivered again later. A message the store rejects
-is dead-lettered only after it failed MAX_STRIKES times right after successful
-writes, so that a store that is down (every write fails) never loses a batch.
+is dead-lettered only after it failed MAX_STRIKES times right after, or in the
+same pass as, successful writes, so that a store that is down (every write fails) never loses a batch.
 """
 
 from __future__ import annotations
@@ -258,8 +258,7 @@ class BatchConsumer:
             await self._writer.summarize({(d.batch.project_id, d.batch.session_id) for d in deliveries})
         except StoreError:
             # A failed bulk write proves nothing about the store: one bad message fails it too.
-            if len(unique) == 1:
-                self._store_working = False
+            # Only `_store_one_by_one` judges the store, so that a message fetched alone is judged once.
             raise
         self._store_working = True
         for delivery in deliveries:
@@ -275,24 +274,34 @@ class BatchConsumer:
     async def _store_one_by_one(self, deliveries: list[Delivery]) -> None:
         """Write each delivery alone; dead-letter those the store keeps rejecting while it accepts others.
 
-        A failed write counts against its message (a strike) only when the write before it
-        succeeded: while every write fails, the fault is the store's (a full or read-only
+        A failed write counts against its message (a strike) only when the write before it,
+        or another write in the same pass, succeeded: while every write fails, the fault is the store's (a full or read-only
         disk, a dropped table, a schema from another version), so the messages are
         delivered again, however long that lasts. A message goes to the dead letters
         after MAX_STRIKES strikes.
         """
         rejected: list[tuple[Delivery, StoreError]] = []
+        struck: set[BatchId] = set()
+        accepted_any = False
         for delivery in deliveries:
             store_was_working = self._store_working
             try:
                 await self._store([delivery])
                 self._strikes.pop(delivery.id, None)
+                accepted_any = True
             except StoreError as error:
                 if error.retryable:
                     await self._give_back([delivery])
                     continue
+                self._store_working = False
                 rejected.append((delivery, error))
                 if store_was_working:
+                    self._strike(delivery.id)
+                    struck.add(delivery.id)
+        if accepted_any:
+            # The store accepted another write in this pass: the fault is theirs, whatever came first.
+            for delivery, _ in rejected:
+                if delivery.id not in struck:
                     self._strike(delivery.id)
         everything_failed = len(rejected) == len(deliveries)
         for delivery, error in rejected:
