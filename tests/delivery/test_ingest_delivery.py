@@ -297,12 +297,11 @@ async def test_consumer_rejected_message(nats_client, tmp_path: Path):
         await store.close()
 
 
-async def test_consumer_rejected_message_fetched_alone(nats_client, tmp_path: Path):
-    """A refused batch that comes alone in every other fetch still reaches the dead letters.
+async def test_rejected_batch_fetched_alone(nats_client, tmp_path: Path):
+    """A rejected batch that comes alone in every other fetch still reaches the dead letters.
 
-    CI once saw this order (the refused batch alone, then first of several, in turn) keep
-    the batch out of the dead letters for 90 s: each failure looked like a store fault.
-    The fetches are driven by hand here so that the order is the same on every run.
+    In this order (alone, then first of several, in turn) each failure can look like a store
+    fault. The test drives the fetches by hand so that the order is the same on every run.
     """
     settings = SessionsSettings(
         data_dir=tmp_path / "data",
@@ -325,16 +324,16 @@ async def test_consumer_rejected_message_fetched_alone(nats_client, tmp_path: Pa
         await js.publish(subjects.events("demo", session_id), encode(batch))
 
     async def handle_one_fetch(expected: int) -> list[str]:
-        """Fetch until `expected` messages came in one fetch, handle them, and return their subjects."""
+        """Fetch until one fetch returns `expected` messages, handle them, and return their subjects."""
         for _ in range(20):
-            await asyncio.sleep(0.2)  # past the retry delay, so that the refused batch is delivered again
+            await asyncio.sleep(0.2)  # Longer than the retry delay, so the rejected batch is delivered again.
             messages = await consumer._fetch()
             if len(messages) == expected:
                 break
             for msg in messages:
                 await msg.nak()
         else:
-            raise AssertionError(f"no fetch of {expected} messages came")
+            raise AssertionError(f"timed out waiting for a fetch of {expected} messages")
         with contextlib.suppress(StoreError):
             await consumer.handle(messages)
         return [msg.subject for msg in messages]
@@ -343,15 +342,15 @@ async def test_consumer_rejected_message_fetched_alone(nats_client, tmp_path: Pa
         subjects.dead_letters_all(), durable="rejected-alone-test", stream=subjects.DEAD_LETTERS_STREAM
     )
     try:
-        refused = subjects.events("demo", "refused")
+        rejected = subjects.events("demo", "refused")
         await publish("refused", 0)
         letters = []
         for round_number in range(8):
             if round_number % 2 == 0:
-                assert await handle_one_fetch(1) == [refused]
+                assert await handle_one_fetch(1) == [rejected]
             else:
                 await publish("good", round_number)
-                assert (await handle_one_fetch(2))[0] == refused
+                assert (await handle_one_fetch(2))[0] == rejected
             with contextlib.suppress(NatsTimeoutError):
                 letters = await subscription.fetch(1, timeout=0.2)
             if letters:

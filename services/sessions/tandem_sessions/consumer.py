@@ -258,7 +258,7 @@ class BatchConsumer:
             await self._writer.summarize({(d.batch.project_id, d.batch.session_id) for d in deliveries})
         except StoreError:
             # A failed bulk write proves nothing about the store: one bad message fails it too.
-            # Only `_store_one_by_one` judges the store, so that a message fetched alone is judged once.
+            # Only `_store_one_by_one` updates `_store_working`, so a message fetched alone is counted once.
             raise
         self._store_working = True
         for delivery in deliveries:
@@ -299,7 +299,7 @@ class BatchConsumer:
                     self._strike(delivery.id)
                     struck.add(delivery.id)
         if accepted_any:
-            # The store accepted another write in this pass: the fault is theirs, whatever came first.
+            # The store accepted another write in this pass, so the failed messages are at fault.
             for delivery, _ in rejected:
                 if delivery.id not in struck:
                     self._strike(delivery.id)
