@@ -18,9 +18,10 @@ run: install web
 test: install web chromium prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install
+lint: install web
 	$(BIN)/ruff check libs services tandem tests bench deploy
 	$(BIN)/ruff format --check libs services tandem tests bench deploy
+	cd web && npm run --silent typecheck
 
 install: $(VENV)/.installed
 

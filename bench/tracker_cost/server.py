@@ -31,6 +31,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from tandem_protocol.parts import PartJoiner
 
 PAGE = Path(__file__).resolve().parent / "page"
 FORWARDED_REQUEST_HEADERS = ("Authorization", "Content-Type", "Content-Encoding")
@@ -87,11 +88,11 @@ class Traffic:
         return max((item.at for item in self.requests), default=0.0)
 
     def tandem_events(self) -> list[dict]:
-        """Tandem's recorded events ordered by batch number, as the server orders them."""
+        """Tandem's recorded events ordered by batch number, with split events rebuilt, as the export gives them."""
         events: list[dict] = []
         for _, batch in sorted(self.tandem_batches, key=lambda item: item[0]):
             events.extend(batch)
-        return events
+        return PartJoiner().join(events)
 
 
 TRAFFIC = web.AppKey("traffic", Traffic)

@@ -14,6 +14,11 @@ Fields checked, in rrweb terms:
 A value counts as an email address, a card number (13 to 19 digits that pass the Luhn check) or
 a phone number (9 to 15 digits, with an optional "+" and separators); a non-empty value of a
 password input counts as a password.
+
+An event that the tracker sent as `tandem.part` events (a snapshot too large for one batch) is
+rebuilt from its parts, per session, and checked with the batch of its last part.
+NOTE: the parts of one event may reach different ingest pods, and then no pod rebuilds or checks
+it. A pod also gives up the oldest split events past MAX_SPLIT_SESSIONS or MAX_SPLIT_CHARS.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter
+from tandem_protocol.parts import PART_TAG, PartJoiner
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +46,7 @@ KINDS = ("email", "card", "phone", "password")
 
 FULL_SNAPSHOT = 2
 INCREMENTAL_SNAPSHOT = 3
+CUSTOM = 5
 SOURCE_MUTATION = 0
 SOURCE_INPUT = 5
 NODE_ELEMENT = 2
@@ -67,6 +74,10 @@ MIN_PHONE_DIGITS, MAX_PHONE_DIGITS = 9, 15
 
 MAX_FIELDS_LOGGED = 5
 MAX_NODES_PER_BATCH = 200_000
+MAX_SPLIT_SESSIONS = 64
+"""Sessions whose split event is being rebuilt at once; past it the oldest is given up."""
+MAX_SPLIT_CHARS = 64 * 1024 * 1024
+"""Characters of JSON held for all the split events being rebuilt; past it the oldest are given up."""
 
 
 @dataclass(frozen=True)
@@ -107,14 +118,17 @@ def classify(text: str) -> list[str]:
     return kinds
 
 
-def scan_events(events: list[Any]) -> list[Finding]:
-    """Return the suspected leaks in a batch's events (rrweb events as dicts or pydantic models)."""
+def scan_events(events: list[Any], *, name: str = "events") -> list[Finding]:
+    """Return the suspected leaks in a batch's events (rrweb events as dicts or pydantic models).
+
+    Paths start with `name`, such as `events[3].data.text`.
+    """
     findings: list[Finding] = []
     for index, event in enumerate(events):
         event_type, data = _envelope(event)
         if not isinstance(data, dict):
             continue
-        prefix = f"events[{index}].data"
+        prefix = f"{name}[{index}].data"
         if event_type == FULL_SNAPSHOT:
             findings.extend(_scan_tree(data.get("node"), f"{prefix}.node", masked=False))
         elif event_type == INCREMENTAL_SNAPSHOT and data.get("source") == SOURCE_INPUT:
@@ -236,10 +250,18 @@ class LeakAlarm:
         self._max_sessions = max_sessions
         self._last_warned: OrderedDict[str, float] = OrderedDict()
         self._suppressed: dict[str, int] = {}
+        self._split: OrderedDict[str, PartJoiner] = OrderedDict()
 
     def check(self, *, project_id: str, session_id: str, seq: int, events: list[Any]) -> list[Finding]:
-        """Scan a batch; count and log what it finds. Returns the findings."""
+        """Scan a batch; count and log what it finds. Returns the findings.
+
+        The paths of findings in an event rebuilt from `tandem.part` events start with `split[i]`,
+        the i-th event rebuilt in this batch.
+        """
         findings = scan_events(events)
+        rebuilt = self._rebuild_split_events(session_id, events)
+        if rebuilt:
+            findings.extend(scan_events(rebuilt, name="split"))
         if not findings:
             return findings
         counts: dict[str, int] = {}
@@ -249,6 +271,30 @@ class LeakAlarm:
             SUSPECTED_LEAKS.labels(kind).inc(count)
         self._warn(project_id, session_id, seq, counts, findings)
         return findings
+
+    def _rebuild_split_events(self, session_id: str, events: list[Any]) -> list[dict[str, Any]]:
+        """Feed the batch's `tandem.part` events to the session's joiner; return the events they complete."""
+        rebuilt: list[dict[str, Any]] = []
+        joiner = self._split.pop(session_id, None)
+        for event in events:
+            event_type, data = _envelope(event)
+            if event_type != CUSTOM or not isinstance(data, dict) or data.get("tag") != PART_TAG:
+                continue
+            if joiner is None:
+                joiner = PartJoiner(max_chars=MAX_SPLIT_CHARS)
+            whole = joiner.add(data.get("payload"))
+            if whole is not None:
+                rebuilt.append(whole)
+        if joiner is not None and joiner.pending:
+            self._split[session_id] = joiner
+            self._give_up_oldest_splits()
+        return rebuilt
+
+    def _give_up_oldest_splits(self) -> None:
+        held_chars = sum(joiner.pending_chars for joiner in self._split.values())
+        while len(self._split) > MAX_SPLIT_SESSIONS or (held_chars > MAX_SPLIT_CHARS and len(self._split) > 1):
+            _, joiner = self._split.popitem(last=False)
+            held_chars -= joiner.pending_chars
 
     def _warn(
         self, project_id: str, session_id: str, seq: int, counts: dict[str, int], findings: list[Finding]

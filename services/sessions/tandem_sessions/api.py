@@ -6,12 +6,14 @@ replay permission, and the agent's access to the session's project.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import orjson
 import structlog
 from aiohttp import web
 from tandem_protocol import ProtocolError, subjects
+from tandem_protocol.parts import PART_TAG, PartJoiner
 from tandem_runtime.access import Permission, agent_of, require_permission, require_project
 from tandem_runtime.http import json_response
 from tandem_runtime.tokens import AgentClaims, TokenSigner
@@ -26,6 +28,8 @@ from tandem_sessions.store.replay import ChunkKey
 log = structlog.get_logger(__name__)
 
 DEFAULT_SEARCH_LIMIT = 50
+PART_MARKER = PART_TAG.encode()
+"""Bytes that every chunk with a `tandem.part` event contains; a chunk without them is exported unparsed."""
 
 
 @dataclass
@@ -215,7 +219,10 @@ async def session_events(request: web.Request) -> web.Response:
 
 
 async def export_session(request: web.Request) -> web.StreamResponse:
-    """Stream the whole recording as one JSON array of rrweb events, which any rrweb player accepts."""
+    """Stream the whole recording as one JSON array of rrweb events, which any rrweb player accepts.
+
+    Events that the tracker sent as `tandem.part` events are rebuilt; a group that misses a part is left out.
+    """
     session = await session_of_request(request)
     reader = reader_of(request)
     # The index is read before the response starts, so that a store failure still gets a JSON error.
@@ -229,7 +236,11 @@ async def export_session(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(b"[")
     first = True
-    async for array in reader.chunks_json(session["projectId"], session["sessionId"], keys):
+    joiners: dict[str, PartJoiner] = {}
+    chunks = reader.chunks_json(session["projectId"], session["sessionId"], keys)
+    async for key, array in _with_keys(keys, chunks):
+        if PART_MARKER in array:
+            array = rebuild_parts(array, joiners.setdefault(key.tab_id, PartJoiner()))
         inner = join_arrays([array])
         if not inner:
             continue
@@ -238,6 +249,23 @@ async def export_session(request: web.Request) -> web.StreamResponse:
     await response.write(b"]")
     await response.write_eof()
     return response
+
+
+async def _with_keys(keys: list[ChunkKey], chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[ChunkKey, bytes]]:
+    """Pair each chunk with its key: `chunks_json` yields one chunk per key, in the order of `keys`."""
+    index = 0
+    async for chunk in chunks:
+        yield keys[index], chunk
+        index += 1
+
+
+def rebuild_parts(array: bytes, joiner: PartJoiner) -> bytes:
+    """Replace the `tandem.part` events of a chunk with the events they carry, once their last part is in.
+
+    The export is a file for any rrweb player, and rrweb players do not handle parts. A split event's parts
+    come in consecutive chunks of one tab, so `joiner` carries a begun group to the next chunk.
+    """
+    return orjson.dumps(joiner.join(orjson.loads(array)))
 
 
 def add_routes(app: web.Application) -> None:

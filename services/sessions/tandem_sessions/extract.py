@@ -2,6 +2,11 @@
 
 Searchable kinds come from the tracker's `tandem.*` custom events and from rrweb's
 Input events. Input values are kept masked only: each character becomes `*`.
+
+A `tandem.part` event is a slice of an event too large for one batch. It adds no row,
+and its batch is stored as it came, because the export and the players rebuild the
+event. The click labels never see a split snapshot. They do not need it, because the
+tracker that splits events also sends `tandem.click`.
 """
 
 from __future__ import annotations

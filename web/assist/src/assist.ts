@@ -67,9 +67,9 @@ class Assist implements AssistHandle {
   private readonly dialogs = new Map<string, () => void>();
   private readonly agentCleanups = new Map<string, Cleanup>();
   private call: UserCall | null = null;
-  private callCleanup: Cleanup;
+  private callCleanup: Cleanup = undefined;
   private control: RemoteControl | null = null;
-  private controlCleanup: Cleanup;
+  private controlCleanup: Cleanup = undefined;
   private annotations: Annotations | null = null;
   private readonly unsubscribe: Array<() => void>;
 

@@ -30,7 +30,7 @@ export class UserCall {
 
   constructor(
     call: Call,
-    private readonly layer: AssistLayer,
+    layer: AssistLayer,
     private readonly send: Send,
     private readonly rtcConfig: () => RTCConfiguration,
     onEnd: () => void,

@@ -46,7 +46,7 @@ export class AssistPanel {
   private audio = true;
   private video = true;
 
-  constructor(private readonly options: AssistPanelOptions) {
+  constructor(options: AssistPanelOptions) {
     this.status = h("p", { class: "assist-status", "data-testid": "assist-status", role: "status" }, "Connecting to Assist…");
     this.notice = h("p", { class: "assist-notice", "data-testid": "assist-notice", role: "alert" });
     this.callButton = button("Call", "assist-call-button", () => this.toggleCall());
@@ -262,7 +262,7 @@ function describe(state: RoomState, peerId: string): string {
   return `${page} · ${call} · ${control}`;
 }
 
-function button(label: string, testId: string, onClick: () => void | Promise<void>): HTMLButtonElement {
+function button(label: string, testId: string, onClick: () => unknown): HTMLButtonElement {
   const element = h("button", { type: "button", class: "button", "data-testid": testId }, label);
   element.addEventListener("click", () => void onClick());
   return element;

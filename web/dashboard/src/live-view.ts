@@ -6,6 +6,7 @@ import { AssistPanel } from "./assist-panel";
 import "./assist.css";
 import type { ServerClock } from "./clock";
 import { h } from "./dom";
+import { EventPartJoiner } from "./event-parts";
 import { PLACEHOLDER, formatBrowser, formatOs, formatUser } from "./format";
 import { activityMarker } from "./live-list";
 import type { LiveSession, ServerMessage } from "./protocol";
@@ -42,6 +43,8 @@ export class LiveView {
   private readonly resizeObserver: ResizeObserver;
   private readonly stageElement: HTMLElement;
   private readonly assist: AssistPanel | null = null;
+  /** Rebuilds the events that arrive in parts, such as a large page's FullSnapshot. */
+  private readonly parts = new EventPartJoiner();
   private viewportSize: ViewportSize | null = null;
   private scaleFactor = 1;
 
@@ -134,7 +137,7 @@ export class LiveView {
         if (message.sessionId !== this.sessionId) return;
         // NOTE: the Replayer of rrweb 2.1.6 keeps every added event in memory, so the
         // memory of a watch grows with its length until the view is destroyed.
-        for (const event of message.events) this.replayer.addEvent(event);
+        for (const event of this.parts.join(message.events)) this.replayer.addEvent(event);
         break;
       case "list.snapshot": {
         const session = message.sessions.find((candidate) => candidate.sessionId === this.sessionId);

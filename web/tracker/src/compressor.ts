@@ -10,12 +10,12 @@ const WORKER_TIMEOUT_MS = 5000;
 
 interface WorkerReply {
   id: number;
-  bytes?: Uint8Array;
+  bytes?: Uint8Array<ArrayBuffer>;
   error?: string;
 }
 
 interface Pending {
-  resolve(bytes: Uint8Array): void;
+  resolve(bytes: Uint8Array<ArrayBuffer>): void;
   reject(error: unknown): void;
   timer: ReturnType<typeof setTimeout>;
 }
@@ -42,7 +42,7 @@ export function canCompress(): boolean {
 }
 
 /** Gzips `text` on the calling thread, in chunks between which the page keeps running. */
-export async function gzipHere(text: string): Promise<Uint8Array> {
+export async function gzipHere(text: string): Promise<Uint8Array<ArrayBuffer>> {
   const stream = new Blob([text]).stream().pipeThrough(new CompressionStream("gzip"));
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
@@ -54,11 +54,11 @@ class Compressor {
   private nextId = 0;
   private readonly pending = new Map<number, Pending>();
 
-  gzip(text: string): Promise<Uint8Array> {
+  gzip(text: string): Promise<Uint8Array<ArrayBuffer>> {
     const worker = this.broken ? null : this.start();
     if (!worker) return gzipHere(text);
     const id = this.nextId++;
-    return new Promise<Uint8Array>((resolve, reject) => {
+    return new Promise<Uint8Array<ArrayBuffer>>((resolve, reject) => {
       const timer = setTimeout(() => this.giveUp("The compression worker did not answer in time."), WORKER_TIMEOUT_MS);
       this.pending.set(id, { resolve, reject, timer });
       worker.postMessage({ id, text });
@@ -115,6 +115,6 @@ class Compressor {
 const compressor = new Compressor();
 
 /** Gzips a batch body, off the main thread where the browser allows a worker. */
-export function gzip(text: string): Promise<Uint8Array> {
+export function gzip(text: string): Promise<Uint8Array<ArrayBuffer>> {
   return compressor.gzip(text);
 }

@@ -13,6 +13,7 @@ export interface QueuedEvent {
   json: string;
   /** UTF-8 length of `json`. */
   bytes: number;
+  /** The rrweb event type; for a `tandem.part` event, the type of the event it was cut from. */
   type: number;
   timestamp: number;
   isMutation: boolean;
@@ -38,6 +39,8 @@ export interface BatchLimits {
   maxMutationRecords: number;
   /** Rule for a first unit larger than `maxBytes`. */
   oversize: OversizeRule;
+  /** Largest event JSON sent whole; a larger event is cut into `tandem.part` events of at most this size. */
+  partBytes: number;
 }
 
 const encoder = new TextEncoder();
@@ -71,6 +74,45 @@ export function toQueuedEvent(event: RecordedEvent): QueuedEvent {
   };
 }
 
+/** Bytes of a part event besides its slice of JSON, with room to spare. */
+const PART_ENVELOPE_BYTES = 200;
+
+/**
+ * Cuts an event into `tandem.part` custom events of at most `partBytes` bytes
+ * each, whose `data` strings joined are the event's JSON (docs/PROTOCOL.md).
+ * Each part keeps the event's type in the queue, so that the queue treats the
+ * parts of a FullSnapshot as the snapshot.
+ */
+export function splitEvent(item: QueuedEvent, partBytes: number): QueuedEvent[] {
+  const json = item.json;
+  const budget = partBytes - PART_ENVELOPE_BYTES;
+  const slices: string[] = [];
+  let size = budget;
+  for (let start = 0; start < json.length; ) {
+    let end = start + size;
+    // Never between the two halves of a surrogate pair, so that each slice is valid Unicode. Past the
+    // end of `json`, charCodeAt returns NaN, which the test takes as no surrogate.
+    if ((json.charCodeAt(end - 1) & 0xfc00) === 0xd800) end--;
+    const slice = json.slice(start, end);
+    // Escaped quotes and backslashes take two bytes, and non-ASCII characters two to four in UTF-8:
+    // a slice over budget is cut again, shorter by the ratio of its size to the budget.
+    const bytes = utf8Length(JSON.stringify(slice));
+    if (bytes > budget) {
+      size = ((size * budget) / bytes) | 0;
+      continue;
+    }
+    slices.push(slice);
+    start = end;
+    size = budget;
+  }
+  const id = Math.random().toString(36).slice(2);
+  return slices.map((data, index) => {
+    const part = toQueuedEvent(customEvent("tandem.part", { id, index, count: slices.length, data }, item.timestamp));
+    part.type = item.type;
+    return part;
+  });
+}
+
 /** Rule for `takeBatch` when the first unit alone is larger than the limit. */
 export type OversizeRule = "send-alone" | "keep";
 
@@ -78,7 +120,8 @@ export type OversizeRule = "send-alone" | "keep";
  * A FIFO of events, bounded in count and in bytes. A Meta event and the
  * FullSnapshot right after it form one unit that is never split between
  * batches, because the server treats a batch with a Meta event as a point from
- * which the page can be rebuilt.
+ * which the page can be rebuilt. An event too large for a batch is cut into
+ * parts when it reaches the head; a FullSnapshot's part 0 then forms the unit.
  *
  * When a new event does not fit, old ones are dropped first: the oldest
  * mutation, else the oldest other incremental event, else a page snapshot that
@@ -142,6 +185,8 @@ export class EventQueue {
     while (end < this.items.length) {
       const unitEnd = this.unitEnd(end);
       if (unitEnd === null) break; // A Meta event whose FullSnapshot is still being taken.
+      // A part keeps the type of its event, so the unit keeps its length and the Meta event goes with part 0.
+      for (let i = end; i < unitEnd; i++) if (this.items[i].bytes > limits.partBytes) this.split(i, limits.partBytes);
 
       let unitBytes = 0;
       let unitRecords = 0;
@@ -163,6 +208,14 @@ export class EventQueue {
     for (const item of batch) this.totalBytes -= item.bytes;
     if (this.dropMarker && batch.includes(this.dropMarker.item)) this.dropMarker = null;
     return batch;
+  }
+
+  private split(index: number, partBytes: number): void {
+    const item = this.items[index];
+    const parts = splitEvent(item, partBytes);
+    this.items.splice(index, 1, ...parts);
+    for (const part of parts) this.totalBytes += part.bytes;
+    this.totalBytes -= item.bytes;
   }
 
   private isFull(incomingBytes: number): boolean {
@@ -194,12 +247,14 @@ export class EventQueue {
       this.dropMarker = null;
       return;
     }
-    const withSnapshot = dropped.type === EVENT_META && this.items[index]?.type === EVENT_FULL_SNAPSHOT;
-    if (withSnapshot) {
-      const [snapshot] = this.items.splice(index, 1); // The Meta event's FullSnapshot goes with it.
+    let count = 1;
+    // The Meta event's FullSnapshot goes with it, in one piece or as all its parts.
+    while (dropped.type === EVENT_META && this.items[index]?.type === EVENT_FULL_SNAPSHOT) {
+      const [snapshot] = this.items.splice(index, 1);
       this.totalBytes -= snapshot.bytes;
+      count = 2;
     }
-    this.countDrop(dropped, withSnapshot ? 2 : 1, index);
+    this.countDrop(dropped, count, index);
   }
 
   /** Counts dropped events in the marker, inserting the marker at `index` (or the end) if there is none. */

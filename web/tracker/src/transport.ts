@@ -21,6 +21,8 @@ const GZIP_MIN_BYTES = 2048;
  */
 const KEEPALIVE_MAX_BYTES = 60 * 1024;
 const REQUEST_TIMEOUT_MS = 30_000;
+/** Room left in a batch beside one part of a split event: the envelope, and the Meta event that goes with part 0. */
+const PART_HEADROOM_BYTES = 4096;
 /**
  * Quiet time after which an empty batch is sent. The server drops a session
  * from the live list when it has sent no batch for 30 s.
@@ -52,7 +54,7 @@ interface Batch {
   body: string;
   bytes: number;
   /** The gzip-compressed body; null when compression failed, undefined before it was tried. */
-  gzipped?: Uint8Array | null;
+  gzipped?: Uint8Array<ArrayBuffer> | null;
 }
 
 /** Bytes that go on the wire for a batch: compressed if it was compressed. */
@@ -89,7 +91,11 @@ export class Transport {
   private nextSeq = 0;
   /** The batch being sent or waiting for a retry. Only one exists at a time, so batches arrive in order. */
   private batch: Batch | null = null;
-  private inFlight: { keepalive: boolean } | null = null;
+  /**
+   * The request in flight, or the compression before it (`compressing`).
+   * `beforeHide` marks a keepalive request made before pagehide.
+   */
+  private inFlight: { keepalive: boolean; compressing?: boolean; beforeHide?: boolean } | null = null;
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private heartbeatTimer: ReturnType<typeof setTimeout> | null = null;
@@ -174,7 +180,9 @@ export class Transport {
    */
   flushOnHide(unloading: boolean): void {
     this.clearFlushTimer();
-    const canSend = this.session && !this.inFlight && !this.unloading && !isOffline();
+    // A batch still being compressed goes now, uncompressed, because the page may be gone before the worker finishes.
+    const requestInFlight = this.inFlight && !this.inFlight.compressing;
+    const canSend = this.session && !requestInFlight && !this.unloading && !isOffline();
     if (unloading) {
       this.unloading = true;
       this.clearHeartbeatTimer();
@@ -276,6 +284,7 @@ export class Transport {
       overheadBytes: envelope(session.tabId, this.nextSeq, "").length,
       maxMutationRecords: MAX_MUTATION_RECORDS_PER_BATCH,
       oversize,
+      partBytes: Math.max(session.maxBatchBytes - PART_HEADROOM_BYTES, 1024),
     });
     if (events.length === 0) return null;
 
@@ -285,9 +294,12 @@ export class Transport {
     return this.batch;
   }
 
-  /** Persists the next batch number, plus the one reserved for pagehide while the page is not unloading. */
+  /**
+   * Persists the next batch number plus the one reserved for pagehide. After pagehide the stored number
+   * is already right, and a page restored from the back-forward cache may have taken over the tab state.
+   */
   private saveSeq(): void {
-    this.hooks.saveSeq(this.unloading ? this.nextSeq : this.nextSeq + 1);
+    if (!this.unloading) this.hooks.saveSeq(this.nextSeq + 1);
   }
 
   private buildBatch(seq: number, events: QueuedEvent[]): Batch {
@@ -304,9 +316,10 @@ export class Transport {
       this.post(batch, wireBytes(batch) <= KEEPALIVE_MAX_BYTES);
       return;
     }
-    // In flight while compressing: nothing else is sent, and pagehide stores the batch for the next page.
+    // In flight while compressing: nothing else is sent. Pagehide sends the batch uncompressed instead,
+    // or stores it for the next page when it is too large for a keepalive request.
     const generation = this.generation;
-    const compressing = { keepalive: false };
+    const compressing = { keepalive: false, compressing: true };
     this.inFlight = compressing;
     gzip(batch.body)
       .then(
@@ -331,7 +344,7 @@ export class Transport {
   private post(batch: Batch, keepalive: boolean): void {
     const session = this.session as TransportSession;
     const generation = this.generation;
-    this.inFlight = { keepalive };
+    this.inFlight = { keepalive, beforeHide: keepalive && !this.unloading };
     this.armHeartbeat();
     const headers: Record<string, string> = {
       Authorization: `Bearer ${session.token}`,
@@ -399,7 +412,14 @@ export class Transport {
 
   private handleNetworkError(batch: Batch, error: unknown, generation: number): void {
     if (generation !== this.generation) return;
+    const request = this.inFlight;
     this.inFlight = null;
+    // Chromium 156 rejects a keepalive fetch in flight when its page unloads, yet still sends the request.
+    // Kept for a retry, the batch would reach sessionStorage and the next page would send it a second time.
+    if (this.unloading && request?.beforeHide) {
+      this.batch = null;
+      return;
+    }
     if (isOffline()) {
       this.waitForNetwork();
       return;

@@ -3,8 +3,9 @@
 It serves web/dist the way the all-in-one server does (`/static/`, `/demo/`),
 implements `POST /ingest/v1/web/start` and `POST /ingest/v1/web/i` as
 docs/PROTOCOL.md describes, and records every request it receives. Tests can
-queue error responses and shift the stub's clock. Unlike the real server, it
-does not drop a batch whose number it has already seen.
+queue error responses, delay responses and shift the stub's clock. Unlike the
+real server, it accepts a batch whose number it has already seen; `stored_events`
+returns what the real server would keep.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class IngestStub:
     batch_failures: list[tuple[int, str, dict[str, str]]] = field(default_factory=list)
     clock_skew_ms: int = 0
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    # Seconds to wait before responding to the next batch requests, which are recorded on arrival.
+    response_delays: list[float] = field(default_factory=list)
 
     # Accessors used by tests -----------------------------------------------------------
 
@@ -70,6 +73,21 @@ class IngestStub:
     def custom_events(self, tag: str) -> list[dict[str, Any]]:
         return [event for event in self.accepted_events() if event["type"] == 5 and event["data"].get("tag") == tag]
 
+    def stored_events(self) -> list[dict[str, Any]]:
+        """Returns the events the real server would store, in the order it replays them.
+
+        Ingest is idempotent on session, tab and batch number, so only the first
+        accepted batch with each number counts; the store orders batches by number.
+        """
+        first: dict[tuple[str, str, int], ReceivedBatch] = {}
+        with self.lock:
+            for batch in self.batches:
+                if batch.status != 200:
+                    continue
+                session_id = self.tokens[batch.headers["Authorization"].removeprefix("Bearer ")]
+                first.setdefault((session_id, batch.body["tabId"], batch.seq), batch)
+        return [event for key in sorted(first) for event in first[key].events]
+
     def all_request_bodies(self) -> list[str]:
         with self.lock:
             return [json.dumps(request) for request in self.start_requests] + [batch.raw_body for batch in self.batches]
@@ -77,6 +95,11 @@ class IngestStub:
     def fail_next_batches(self, *failures: tuple[int, str, dict[str, str]]) -> None:
         with self.lock:
             self.batch_failures.extend(failures)
+
+    def delay_next_responses(self, *seconds: float) -> None:
+        """Holds the responses to the next batch requests, one delay each, to keep a request in flight."""
+        with self.lock:
+            self.response_delays.extend(seconds)
 
     def end_sessions(self) -> None:
         with self.lock:
@@ -118,6 +141,9 @@ class IngestStub:
         with self.lock:
             status, code, extra_headers = self._batch_verdict(headers, raw, body)
             self.batches.append(ReceivedBatch(status=status, headers=headers, raw_body=raw, body=body))
+            delay = self.response_delays.pop(0) if self.response_delays else 0.0
+        if delay:
+            await asyncio.sleep(delay)
         if status == 200:
             return web.json_response({"version": 1, "seq": body["seq"]})
         error = {"error": {"code": code, "message": f"Stub answered {status}.", "details": {}}}

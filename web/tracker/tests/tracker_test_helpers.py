@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, message: str = "condition") -> Any:
-    """Polls `predicate` every 50 ms and returns its first truthy value; fails after `timeout` seconds."""
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, message: str = "condition") -> Any:
+    """Polls `predicate` every 50 ms and returns its first truthy value. Fails after `timeout` seconds.
+
+    `predicate` may be a coroutine function. The event loop runs between polls, so Playwright keeps
+    receiving the page's console messages and requests.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     raise AssertionError(f"Timed out after {timeout} s waiting for {message}.")
+
+
+def named_events(events: list[dict[str, Any]]) -> list[Any]:
+    """Returns the payloads of the `tandem.event` events (see `Tracker.event`) in `events`, in order."""
+    return [
+        event["data"]["payload"]["payload"]
+        for event in events
+        if event["type"] == 5 and event["data"].get("tag") == "tandem.event"
+    ]
 
 
 class PageWithConsole:

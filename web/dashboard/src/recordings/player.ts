@@ -2,6 +2,7 @@
 // speeds, skipping inactivity, and `#/recordings/<id>?t=<seconds>` to open at a given time.
 import { Replayer } from "@rrweb/replay";
 import { h } from "../dom";
+import { EventPartJoiner } from "../event-parts";
 import { PLACEHOLDER, formatDuration, formatStartTime } from "../format";
 import type { Marker, RecordedSession, RecordingsApi } from "./api";
 
@@ -90,10 +91,19 @@ export class PlayerPage {
     try {
       const { session, markers } = await this.api.session(this.sessionId);
       this.renderHeader(session);
+      const parts = new EventPartJoiner();
       const first = await this.api.events(this.sessionId, null, FIRST_PAGE_EVENTS);
+      const events = parts.join(first.events);
+      let after = first.next;
+      // A page that ends inside a split event (a large FullSnapshot) would leave the Replayer without it.
+      while (parts.pending && after && !this.closed) {
+        const page = await this.api.events(this.sessionId, after, NEXT_PAGE_EVENTS);
+        for (const event of parts.join(page.events)) events.push(event);
+        after = page.next;
+      }
       if (this.closed) return;
-      if (first.events.length === 0) throw new Error("The recording has no events yet. Try again in a few seconds.");
-      this.replayer = new Replayer(first.events, {
+      if (events.length === 0) throw new Error("The recording has no events yet. Try again in a few seconds.");
+      this.replayer = new Replayer(events, {
         root: this.stage,
         skipInactive: this.skipInactive.checked,
         showWarning: false,
@@ -103,11 +113,10 @@ export class PlayerPage {
       this.replayer.on("resize", () => this.fit());
       this.updateTimes();
       this.seek(this.startAtSeconds * 1000);
-      this.status.textContent = first.next ? "Loading the rest of the recording…" : "";
-      let after = first.next;
+      this.status.textContent = after ? "Loading the rest of the recording…" : "";
       while (after && !this.closed) {
         const page = await this.api.events(this.sessionId, after, NEXT_PAGE_EVENTS);
-        for (const event of page.events) this.replayer?.addEvent(event);
+        for (const event of parts.join(page.events)) this.replayer?.addEvent(event);
         after = page.next;
         this.updateTimes();
       }
