@@ -11,7 +11,7 @@ const common = {
   bundle: true,
   minify: true,
   sourcemap: true,
-  target: ["es2019"],
+  target: ["es2020"],
   legalComments: "none",
   logLevel: "info",
   // Only bundles that contain @rrweb/record change: see tracker/build-plugins.mjs.

@@ -142,7 +142,8 @@ async def run_once(browser: Browser, base: str, traffic: Traffic, config: str, r
         traffic.reset()
         before = read_metrics(await cdp.send("Performance.getMetrics"))
         await page.evaluate("window.bench.start()")
-        await asyncio.sleep(0.5)  # The first snapshot and its request, before the page gets busy.
+        # The first snapshot goes out before the page gets busy: in one request, or in several when it is split.
+        await wait_quiet(traffic, QUIET_SECONDS, MAX_STOP_SECONDS)
 
         busy_began = time.monotonic()
         done = asyncio.Event()

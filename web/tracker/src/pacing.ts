@@ -1,14 +1,15 @@
 // How long the transport waits before sending what is queued. A quiet page's
 // events go out 50 ms after the first one, so that an agent watching live gets
 // them at once. While the page changes a lot (more than 64 KiB of incremental
-// events a second, a long table updating, say), events wait up to 500 ms: one
-// request and one compressed body then carry ten times as much, which costs the
-// page fewer requests and compresses better, at the price of half a second of
+// events a second, a long table updating, say), events wait up to 1 s: one
+// request and one compressed body then carry twenty times as much, and a value
+// that changed several times in that second is sent once (compaction.ts). This
+// costs the page fewer requests and bytes, at the price of up to a second of
 // live delay during the storm.
 import { EVENT_INCREMENTAL_SNAPSHOT } from "./events";
 
 export const QUIET_FLUSH_DELAY_MS = 50;
-export const BUSY_FLUSH_DELAY_MS = 500;
+export const BUSY_FLUSH_DELAY_MS = 1000;
 /** Bytes of incremental events queued in one second above which the page counts as busy. */
 const BUSY_BYTES_PER_SECOND = 64 * 1024;
 const WINDOW_MS = 1000;

@@ -7,6 +7,7 @@ import {
   customEvent,
   type RecordedEvent,
 } from "./events";
+import { MutationCompactor, type CompactableEvent } from "./compaction";
 
 /** One event, serialized once when it is queued. */
 export interface QueuedEvent {
@@ -21,6 +22,8 @@ export interface QueuedEvent {
   mutationRecords: number;
   /** True for the `tandem.dropped` event that counts events the queue dropped. */
   isDropMarker?: boolean;
+  /** The mutation event itself, kept so that later values can be removed from it; see compaction.ts. */
+  mutation?: CompactableEvent;
 }
 
 /** Limits of the queue: it never contains more than `maxEvents` events nor `maxBytes` bytes. */
@@ -71,6 +74,7 @@ export function toQueuedEvent(event: RecordedEvent): QueuedEvent {
     timestamp: event.timestamp,
     isMutation,
     mutationRecords: isMutation ? mutationRecords(data) : 0,
+    mutation: isMutation ? { event, stale: false } : undefined,
   };
 }
 
@@ -133,6 +137,7 @@ export class EventQueue {
   private items: QueuedEvent[] = [];
   private totalBytes = 0;
   private dropMarker: { item: QueuedEvent; count: number } | null = null;
+  private readonly compactor = new MutationCompactor();
 
   constructor(private readonly limits: QueueLimits) {}
 
@@ -164,10 +169,12 @@ export class EventQueue {
 
   /** Returns every queued event, oldest first, without removing them. */
   peekAll(): QueuedEvent[] {
+    this.compact();
     return this.items.slice();
   }
 
   clear(): void {
+    this.compactor.reset();
     this.items = [];
     this.totalBytes = 0;
     this.dropMarker = null;
@@ -179,6 +186,7 @@ export class EventQueue {
    * Returns an empty array when nothing can go.
    */
   takeBatch(limits: BatchLimits): QueuedEvent[] {
+    this.compact();
     let bytes = limits.overheadBytes;
     let records = 0;
     let end = 0;
@@ -205,6 +213,8 @@ export class EventQueue {
     }
 
     const batch = this.items.splice(0, end);
+    // The index must not point into events that have left the queue.
+    if (end > 0) this.compactor.reset();
     for (const item of batch) this.totalBytes -= item.bytes;
     if (this.dropMarker && batch.includes(this.dropMarker.item)) this.dropMarker = null;
     return batch;
@@ -229,6 +239,19 @@ export class EventQueue {
   private append(item: QueuedEvent): void {
     this.items.push(item);
     this.totalBytes += item.bytes;
+    if (item.mutation) this.compactor.add(item.mutation);
+  }
+
+  /** Writes again the JSON of the mutation events that later ones made stale. */
+  private compact(): void {
+    for (const item of this.items) {
+      if (!item.mutation?.stale) continue;
+      item.json = this.compactor.compact(item.mutation);
+      this.totalBytes -= item.bytes;
+      item.bytes = utf8Length(item.json);
+      this.totalBytes += item.bytes;
+      item.mutationRecords = mutationRecords(item.mutation.event.data);
+    }
   }
 
   /** Returns the index after the unit that starts at `start`, or null when the unit is incomplete. */
@@ -243,6 +266,7 @@ export class EventQueue {
     const index = this.indexToDrop();
     const [dropped] = this.items.splice(index, 1);
     this.totalBytes -= dropped.bytes;
+    this.compactor.reset();
     if (dropped === this.dropMarker?.item) {
       this.dropMarker = null;
       return;
