@@ -17,8 +17,10 @@ PART_TAG = "tandem.part"
 CUSTOM = 5
 """rrweb's event type of custom events (rrweb 2.x, `@rrweb/types`)."""
 
-MAX_EVENT_CHARS = 64 * 1024 * 1024
-"""Largest event rebuilt, in characters of JSON. The tracker never sends an event over 4 MiB, its queue's size."""
+MAX_EVENT_CHARS = 8 * 1024 * 1024
+"""Largest event rebuilt, in characters of JSON: twice the largest the tracker sends, 4 MiB, its queue's size.
+
+It bounds what a joiner holds for a group that never ends, which a hostile client can send."""
 
 
 def is_part(event: dict[str, Any]) -> bool:
@@ -100,8 +102,8 @@ def _valid(payload: Any) -> bool:
     index, count = payload.get("index"), payload.get("count")
     return (
         isinstance(payload.get("id"), str)
-        and isinstance(index, int)
-        and isinstance(count, int)
+        and type(index) is int  # Not `isinstance`: JSON's true and false are Python ints too.
+        and type(count) is int
         and 0 <= index < count
         and isinstance(payload.get("data"), str)
     )
@@ -112,5 +114,5 @@ def _parse_event(text: str) -> dict[str, Any] | None:
         event = orjson.loads(text)
     except orjson.JSONDecodeError:
         return None
-    valid = isinstance(event, dict) and isinstance(event.get("type"), int) and isinstance(event.get("timestamp"), int)
+    valid = isinstance(event, dict) and type(event.get("type")) is int and type(event.get("timestamp")) is int
     return event if valid else None

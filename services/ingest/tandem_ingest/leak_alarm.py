@@ -281,7 +281,7 @@ class LeakAlarm:
             if event_type != CUSTOM or not isinstance(data, dict) or data.get("tag") != PART_TAG:
                 continue
             if joiner is None:
-                joiner = PartJoiner(max_chars=MAX_SPLIT_CHARS)
+                joiner = PartJoiner()
             whole = joiner.add(data.get("payload"))
             if whole is not None:
                 rebuilt.append(whole)

@@ -14,9 +14,10 @@ const EVENT_CUSTOM = 5;
 export const PART_TAG = "tandem.part";
 /**
  * Largest event rebuilt, in characters of JSON: a longer group of parts is
- * dropped. The tracker never sends an event over 4 MiB, the size of its queue.
+ * dropped. It is twice the largest event the tracker sends, 4 MiB, the size of
+ * its queue, and bounds what a group that never ends holds.
  */
-const MAX_EVENT_CHARS = 64 * 1024 * 1024;
+const MAX_EVENT_CHARS = 8 * 1024 * 1024;
 
 /** The payload of a `tandem.part` event. */
 interface Part {
@@ -97,7 +98,8 @@ export class EventPartJoiner {
 function parseEvent(json: string): EventEnvelope | null {
   try {
     const event = JSON.parse(json) as EventEnvelope;
-    return typeof event?.type === "number" && typeof event.timestamp === "number" ? event : null;
+    // Integers only, as the server's joiner (tandem_protocol/parts.py) and the ingest's checks want them.
+    return Number.isSafeInteger(event?.type) && Number.isSafeInteger(event.timestamp) ? event : null;
   } catch {
     return null;
   }

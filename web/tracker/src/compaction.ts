@@ -1,6 +1,6 @@
 // Compaction of queued mutations: a text or attribute value that a later queued
 // mutation overwrites is removed before the batch is sent. A replay then skips
-// intermediate values that lasted less than one flush delay (at most 1 s while
+// intermediate values that lasted less than one flush delay (at most 2 s while
 // the page is busy), and ends in the same state. Added and removed nodes are
 // never touched, so the structure of the page replays change by change.
 import type { RecordedEvent } from "./events";
@@ -9,6 +9,15 @@ interface MutationData {
   texts?: Array<{ id: number; value?: unknown }>;
   attributes?: Array<{ id: number; attributes: Record<string, unknown> }>;
 }
+
+/**
+ * Attributes whose every value is kept, because a change of one has effects
+ * that a later value does not undo. `checked` unchecks the other radios of its
+ * group and `selected` the other options. `open` closes the other `<details>`
+ * of the same name, `type` sanitizes a field's value, `name` and `form` move a
+ * radio to another group, and `multiple` resets a select.
+ */
+const KEPT_ATTRIBUTES = new Set(["checked", "selected", "open", "rr_open_mode", "type", "name", "form", "multiple"]);
 
 /** A queued mutation event whose JSON must be written again before it is sent. */
 export interface CompactableEvent {
@@ -38,7 +47,7 @@ export class MutationCompactor {
         const key = `${change.id} ${name}`;
         // rrweb sends a changed style attribute as an object of the changed properties
         // only: such a value adds to the earlier one instead of replacing it.
-        if (value && typeof value === "object") this.latest.delete(key);
+        if ((value && typeof value === "object") || KEPT_ATTRIBUTES.has(name.toLowerCase())) this.latest.delete(key);
         else this.replace([holder, change.attributes, name], key);
       }
     }
@@ -60,7 +69,8 @@ export class MutationCompactor {
 
   private replace(value: Latest, key: string): void {
     const earlier = this.latest.get(key);
-    if (earlier && earlier[0] !== value[0]) {
+    // A node can be listed twice in one event too: the later entry is the one that counts.
+    if (earlier && earlier[1] !== value[1]) {
       delete earlier[1][earlier[2]];
       earlier[0].stale = true;
     }

@@ -85,7 +85,7 @@ function envelope(tabId: string, seq: number, events: string): string {
  */
 export class Transport {
   private readonly queue = new EventQueue({ maxEvents: MAX_QUEUE_EVENTS, maxBytes: MAX_QUEUE_BYTES });
-  /** The wait before sending: 50 ms, or 1 s while the page is busy. */
+  /** The wait before sending: 50 ms, or 1 to 2 s while the page is busy (pacing.ts). */
   private readonly pacer = new FlushPacer();
   private session: TransportSession | null = null;
   private nextSeq = 0;
@@ -117,7 +117,7 @@ export class Transport {
     private readonly hooks: TransportHooks,
   ) {}
 
-  /** Queues an event; once a session has begun, it is sent within 50 ms, or 1 s while the page is busy. */
+  /** Queues an event; once a session has begun, it is sent within 50 ms, or 1 to 2 s while the page is busy. */
   push(event: RecordedEvent): void {
     const queued = toQueuedEvent(event);
     this.pacer.note(queued.type, queued.bytes);

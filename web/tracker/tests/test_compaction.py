@@ -122,6 +122,14 @@ def test_overwritten_text_left_out(harness: Path):
     assert second["data"]["texts"] == [{"id": 5, "value": "second"}]
 
 
+def test_repeated_text_in_one_event(harness: Path):
+    steps = [{"push": mutation(1, texts=[(5, "first"), (6, "kept"), (5, "second")])}]
+
+    (event,) = run(harness, steps)[0]
+
+    assert event["data"]["texts"] == [{"id": 6, "value": "kept"}, {"id": 5, "value": "second"}]
+
+
 def test_overwritten_attribute_left_out(harness: Path):
     steps = [
         {"push": mutation(1, attributes=[(9, {"class": "hot", "title": "a"})])},
