@@ -8,6 +8,8 @@ import type { Marker, RecordedSession, RecordingsApi } from "./api";
 
 const FIRST_PAGE_EVENTS = 2000;
 const NEXT_PAGE_EVENTS = 20_000;
+/** Pages loaded after the first while a split event is incomplete; each page carries at least one part. */
+const MAX_PART_PAGES = 8;
 const SPEEDS = [1, 2, 4, 8];
 const MARKER_LABELS: Record<Marker["kind"], string> = {
   page: "Page",
@@ -96,7 +98,10 @@ export class PlayerPage {
       const events = parts.join(first.events);
       let after = first.next;
       // A page that ends inside a split event (a large FullSnapshot) would leave the Replayer without it.
-      while (parts.pending && after && !this.closed) {
+      // The tracker's largest event spans at most six batches, so a group still open after
+      // MAX_PART_PAGES more pages never ends, and the player starts without it.
+      let extraPages = 0;
+      while (parts.pending && after && !this.closed && extraPages++ < MAX_PART_PAGES) {
         const page = await this.api.events(this.sessionId, after, NEXT_PAGE_EVENTS);
         for (const event of parts.join(page.events)) events.push(event);
         after = page.next;
