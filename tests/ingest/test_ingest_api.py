@@ -13,7 +13,11 @@ from tests.conftest import SECRET_KEY
 
 CHROME_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
 META = {"type": 4, "timestamp": 1, "data": {"href": "http://shop.test/", "width": 800, "height": 600}}
-SNAPSHOT = {"type": 2, "timestamp": 2, "data": {"node": {"type": 0, "childNodes": [], "id": 1}, "initialOffset": {"top": 0, "left": 0}}}
+SNAPSHOT = {
+    "type": 2,
+    "timestamp": 2,
+    "data": {"node": {"type": 0, "childNodes": [], "id": 1}, "initialOffset": {"top": 0, "left": 0}},
+}
 
 
 async def start_session(tandem, http, *, tab_id="tab-1", token=None, user_id="alice"):
@@ -80,6 +84,22 @@ async def test_batch_reaches_stream_once(tandem, http):
     assert [event.type for event in batches[0].events] == [4, 2]
 
 
+async def test_heartbeat_mostly_off_stream(tandem, http):
+    """Ingest accepts empty batches with 200, and puts one per session and minute on the stream."""
+    started = await start_session(tandem, http)
+    for seq, events in enumerate([[META, SNAPSHOT], [], [], []]):
+        body = {"tabId": "tab-1", "seq": seq, "events": events}
+        status, answer, _ = await post_batch(tandem, http, started["token"], body)
+        assert (status, answer["seq"]) == (200, seq)
+    assert [batch.seq for batch in await stream_batches(tandem, started["sessionID"])] == [0]
+
+    silent = await start_session(tandem, http, tab_id="tab-2")
+    for seq in range(3):
+        status, _, _ = await post_batch(tandem, http, silent["token"], {"tabId": "tab-2", "seq": seq, "events": []})
+        assert status == 200
+    assert [batch.seq for batch in await stream_batches(tandem, silent["sessionID"])] == [0]
+
+
 async def test_unknown_project_key(tandem, http):
     body = {"projectKey": "nope", "tabId": "tab-1"}
     async with http.post(f"{tandem.url}/ingest/v1/web/start", json=body) as response:
@@ -91,7 +111,7 @@ async def test_unknown_project_key(tandem, http):
     ("body", "code", "field"),
     [
         (b'{"tabId": "tab-1", "seq": 0, "events": [', "malformed_json", None),
-        (b'[1, 2]', "invalid_request", "(body)"),
+        (b"[1, 2]", "invalid_request", "(body)"),
         (b'{"tabId": "tab-1", "seq": "zero", "events": []}', "invalid_request", "seq"),
         (b'{"tabId": "tab-1", "seq": 0, "events": [{"type": 3}]}', "invalid_request", "events.0.timestamp"),
         (b'{"tabId": "tab-1", "seq": 0}', "invalid_request", "events"),
@@ -154,7 +174,9 @@ async def test_batch_body_too_large(tandem, http):
 async def test_bad_batch_loses_nothing_else(tandem, http):
     started = await start_session(tandem, http)
     await post_batch(tandem, http, started["token"], b"{oops")
-    status, _, _ = await post_batch(tandem, http, started["token"], {"tabId": "tab-1", "seq": 0, "events": [META, SNAPSHOT]})
+    status, _, _ = await post_batch(
+        tandem, http, started["token"], {"tabId": "tab-1", "seq": 0, "events": [META, SNAPSHOT]}
+    )
     assert status == 200
     assert len(await stream_batches(tandem, started["sessionID"])) == 1
 
@@ -163,7 +185,9 @@ async def test_bus_down_answers_503(tandem, http, tmp_path):
     started = await start_session(tandem, http)
     js = tandem.nc.jetstream()
     await js.delete_stream(subjects.EVENTS_STREAM)
-    status, answer, headers = await post_batch(tandem, http, started["token"], {"tabId": "tab-1", "seq": 0, "events": [META]})
+    status, answer, headers = await post_batch(
+        tandem, http, started["token"], {"tabId": "tab-1", "seq": 0, "events": [META]}
+    )
     assert status == 503
     assert answer["error"]["code"] == "bus_unavailable"
     assert headers["Retry-After"] == "2"

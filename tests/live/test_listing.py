@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from tandem_live.index import ProjectIndex
 from tandem_live.listing import (
     ListingCache,
     ListRequest,
@@ -193,23 +194,22 @@ def test_list_request_rejected(fields, problem):
 
 def test_cache_follows_version():
     cache = ListingCache()
-    calls = []
-
-    def ordered():
-        calls.append(1)
-        return ORDERED
-
-    first = cache.get(request(), version=1, ordered=ordered, now_ms=NOW)
-    again = cache.get(request(limit=2, offset=2), version=1, ordered=ordered, now_ms=NOW)
+    index = ProjectIndex(ORDERED)
+    first = cache.get(request(), index=index, now_ms=NOW)
+    again = cache.get(request(limit=2, offset=2), index=index, now_ms=NOW)
     assert again is first
-    assert len(calls) == 1
-    second = cache.get(request(), version=2, ordered=ordered, now_ms=NOW)
-    assert len(calls) == 2
+    assert first.version == index.version
+
+    index.put(session(6, user_id="dave"))
+    second = cache.get(request(), index=index, now_ms=NOW)
+    assert second is not first
+    assert second.total == 6
     # A caller that accepts an older result gets the cached one, marked with the version it shows.
-    tolerated = cache.get(request(), version=3, ordered=ordered, now_ms=NOW, max_age_seconds=60.0)
+    index.remove("s06")
+    tolerated = cache.get(request(), index=index, now_ms=NOW, max_age_seconds=60.0)
     assert tolerated is second
-    assert tolerated.version == 2
-    assert len(calls) == 2
+    assert tolerated.version == index.version - 1
+    assert cache.get(request(), index=index, now_ms=NOW).total == 5
 
 
 # Through the socket and HTTP ---------------------------------------------------------------

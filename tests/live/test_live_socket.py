@@ -44,7 +44,11 @@ def page(seq, text):
 
 
 def change(seq, text):
-    return {"tabId": "tab-1", "seq": seq, "events": [{"type": 3, "timestamp": 10 * seq + 3, "data": {"source": 0, "text": text}}]}
+    return {
+        "tabId": "tab-1",
+        "seq": seq,
+        "events": [{"type": 3, "timestamp": 10 * seq + 3, "data": {"source": 0, "text": text}}],
+    }
 
 
 async def test_socket_requires_auth(tandem, http):

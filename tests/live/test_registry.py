@@ -327,3 +327,59 @@ async def test_silent_session_times_out(stack):
     await stack.batch(hidden, [custom("tandem.visibility", {"visible": False})])
     listed = await wait_for_list(stack, pod, lambda listed: ids(listed) == [hidden["sessionID"]], timeout=5.0)
     assert active["sessionID"] not in ids(listed)
+
+
+async def serve_ingest(stack: Stack, nats_client, **settings) -> None:
+    """Send the stack's tracker requests to a new ingest app with these settings."""
+    ingest = create_ingest(settings=IngestSettings(**settings), nc=nats_client, signer=SIGNER)
+    runner, stack.ingest_url = await serve(ingest, "/ingest")
+    stack.runners.append(runner)
+
+
+async def test_presence_keeps_listed(stack, nats_client):
+    """Heartbeats that do not rewrite the entry keep the session listed through presence alone."""
+    await serve_ingest(stack, nats_client, registry_refresh_seconds=60.0, presence_interval_seconds=0.1)
+    pod = await stack.start_pod(live_session_timeout_seconds=1.0)
+    started = await stack.start()
+    await wait_for_list(stack, pod, lambda listed: listed["total"] == 1)
+    kv = await nats_client.jetstream().key_value(subjects.LIVE_BUCKET)
+    key = subjects.live_key("demo", started["sessionID"])
+    before = await kv.get(key)
+
+    for _ in range(8):
+        await stack.batch(started, [])
+        await asyncio.sleep(0.25)
+        assert ids(await stack.list(pod)) == [started["sessionID"]]
+    assert (await kv.get(key)).revision == before.revision
+    written = orjson.loads(before.value)["lastSeenAt"]
+    assert (await stack.list(pod))["sessions"][0]["lastSeenAt"] >= written + 1500
+    # Without heartbeats, the session leaves after the timeout.
+    await wait_for_list(stack, pod, lambda listed: listed["total"] == 0, timeout=3.0)
+
+
+async def test_restart_while_heartbeating(stack, nats_client):
+    """The production timings divided by 10: a pod restarted between two entry refreshes lists the session at once."""
+    await serve_ingest(stack, nats_client, registry_refresh_seconds=1.5, presence_interval_seconds=0.1)
+    settings = {"live_session_timeout_seconds": 3.0}
+    pod = await stack.start_pod(**settings)
+    started = await stack.start()
+
+    async def heartbeats() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await stack.batch(started, [])
+
+    sender = asyncio.create_task(heartbeats())
+    try:
+        await asyncio.sleep(3.3)  # the entry was last written at the heartbeat of 2 s, presence followed the one of 3 s
+        await stack.stop_pod(pod)
+        restarted_at = time.monotonic()
+        pod = await stack.start_pod(**settings)
+        await wait_for_list(stack, pod, lambda listed: listed["total"] == 1, timeout=0.5)
+        assert time.monotonic() - restarted_at < 0.5
+        for _ in range(6):  # stays listed across entry refreshes and presence
+            await asyncio.sleep(0.5)
+            assert ids(await stack.list(pod)) == [started["sessionID"]]
+    finally:
+        sender.cancel()
+    await wait_for_list(stack, pod, lambda listed: listed["total"] == 0, timeout=5.0)

@@ -80,6 +80,16 @@ def live_keys_of_project(project_id: str) -> str:
     return f"{token(project_id, what='project id')}.*"
 
 
+def live_presence(project_id: str) -> str:
+    """Core NATS subject (not stored) of the sessions of a project that ingest heard from lately."""
+    return f"{PREFIX}.presence.{token(project_id, what='project id')}"
+
+
+def live_presence_all() -> str:
+    """Subject filter for the live presence of every project."""
+    return f"{PREFIX}.presence.*"
+
+
 def snapshot_key(session_id: str) -> str:
     """Key of a session's snapshot pointer in SNAPSHOT_BUCKET."""
     return token(session_id, what="session id")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
@@ -51,6 +53,11 @@ CLIENT_LOCATOR = web.AppKey("client_locator", ClientLocator)
 
 SESSIONS_STARTED = Counter("tandem_ingest_sessions_started_total", "Sessions started or resumed.", ["resumed"])
 BATCHES = Counter("tandem_ingest_batches_total", "Batches accepted onto the bus.", ["duplicate"])
+HEARTBEATS = Counter(
+    "tandem_ingest_heartbeats_total",
+    "Empty batches (heartbeats) accepted, by whether they also went on the events stream.",
+    ["stored"],
+)
 EVENTS = Counter("tandem_ingest_events_total", "rrweb events accepted onto the bus.")
 BYTES = Counter("tandem_ingest_bytes_total", "Request body bytes of accepted batches.")
 SESSIONS_NOT_SAMPLED = Counter(
@@ -249,6 +256,8 @@ async def ingest_batch(request: web.Request) -> web.Response:
         )
 
     received_at = now_ms()
+    if not batch.events and not request.app[REGISTRY].heartbeat_needs_store(claims.session_id):
+        return await record_heartbeat(request, claims.project_id, claims.session_id, batch.seq, received_at)
     message = EventBatch(
         project_id=claims.project_id,
         session_id=claims.session_id,
@@ -269,6 +278,8 @@ async def ingest_batch(request: web.Request) -> web.Response:
 
     ack = await publish(request, message, payload)
     BATCHES.labels(str(ack.duplicate).lower()).inc()
+    if not batch.events:
+        HEARTBEATS.labels("true").inc()
     if not ack.duplicate:
         EVENTS.inc(len(batch.events))
         leak_alarm.check_batch(claims.project_id, claims.session_id, batch.seq, batch.events)
@@ -277,6 +288,23 @@ async def ingest_batch(request: web.Request) -> web.Response:
             await save_snapshot_pointer(request, message, ack.seq)
         await request.app[REGISTRY].record_batch(claims.project_id, claims.session_id, batch.events, received_at)
     return json_response(IngestBatchResponse(seq=batch.seq))
+
+
+async def record_heartbeat(
+    request: web.Request, project_id: str, session_id: str, seq: int, received_at: int
+) -> web.Response:
+    """Accept an empty batch without putting it on the events stream: it only keeps the session listed.
+
+    It contains no event, so the recorded session is the same with or without it, and
+    its number is simply absent from the store. The live pods learn that the session
+    still sends from this pod's next presence message. While NATS is disconnected the
+    answer is 503, as for any batch, so that the tracker tries again.
+    """
+    if not request.app[NATS].is_connected:
+        raise bus_unavailable("NotConnected")
+    await request.app[REGISTRY].record_batch(project_id, session_id, [], received_at, stored=False)
+    HEARTBEATS.labels("false").inc()
+    return json_response(IngestBatchResponse(seq=seq))
 
 
 async def read_chunk(request: web.Request) -> bytes:
@@ -392,6 +420,19 @@ async def bus_error_middleware(request: web.Request, handler):
         raise bus_unavailable(type(exc).__name__) from None
 
 
+async def run_presence(app: web.Application) -> AsyncIterator[None]:
+    """Publish the live presence every `presence_interval_seconds`, and once more on shutdown."""
+    registry = app[REGISTRY]
+    task = asyncio.create_task(registry.publish_presence_forever(app[SETTINGS].presence_interval_seconds))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    try:
+        await registry.publish_presence()
+    except Exception as exc:
+        log.warning("registry.presence_failed", error=type(exc).__name__)
+
+
 def create_app(*, settings: IngestSettings, nc: NatsClient, signer: TokenSigner) -> web.Application:
     """Build the ingest application; mount it under `/ingest`."""
     app = web.Application(
@@ -411,12 +452,17 @@ def create_app(*, settings: IngestSettings, nc: NatsClient, signer: TokenSigner)
     app[SIGNER] = signer
     app[PROJECTS] = ProjectDirectory(js=js)
     app[REGISTRY] = LiveRegistryWriter(
-        js=js, refresh_seconds=settings.registry_refresh_seconds, metadata_key_limit=settings.metadata_key_limit
+        js=js,
+        nc=nc,
+        refresh_seconds=settings.registry_refresh_seconds,
+        store_heartbeat_seconds=settings.heartbeat_store_seconds,
+        metadata_key_limit=settings.metadata_key_limit,
     )
     app[CLIENT_LOCATOR] = ClientLocator(
         locator=open_geo_locator(enabled=settings.geoip_enabled, database=settings.geoip_database),
         trusted_proxies=settings.trusted_proxies,
     )
+    app.cleanup_ctx.append(run_presence)
     app.router.add_post("/v1/web/start", start_session)
     app.router.add_post("/v1/web/i", ingest_batch)
     access.add_routes(app, settings=settings, projects=app[PROJECTS], nc=nc, signer=signer)

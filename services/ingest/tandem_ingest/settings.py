@@ -29,7 +29,26 @@ class IngestSettings(IngestAccessSettings):
         default=7200.0, gt=0, description="A session longer than this ends, and the tab starts a new one."
     )
     registry_refresh_seconds: float = Field(
-        default=5.0, gt=0, description="Least time between two writes of an unchanged live-session entry."
+        default=15.0,
+        gt=0,
+        description=(
+            "Least time between two writes of an unchanged live-session entry; presence messages keep the "
+            "live pods up to date in between. Keep it under the live pods' live_session_timeout_seconds "
+            "minus 15 s, so that a starting live pod lists every open session from the bucket."
+        ),
+    )
+    presence_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Time between two presence messages, which tell the live pods which sessions still send.",
+    )
+    heartbeat_store_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Least time between two empty batches (heartbeats) of one session put on the events stream; the others "
+            "only keep the session listed. Keep it under the sessions service's session_inactivity_seconds."
+        ),
     )
     publish_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Time to wait for JetStream to acknowledge a batch before answering 503."

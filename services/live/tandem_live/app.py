@@ -19,7 +19,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
-from tandem_protocol import AgentMessage, LiveSession, ProtocolError, SnapshotPointer, decode, encode, subjects
+from tandem_protocol import AgentMessage, LiveSession, ProtocolError, SnapshotPointer, decode, subjects
 from tandem_runtime.access import (
     AUTHENTICATOR,
     Permission,
@@ -71,8 +71,7 @@ def list_result(app: web.Application, request: ListRequest, *, max_age_seconds: 
     started = time.perf_counter()
     result = app[LISTING].get(
         request,
-        version=registry.version(project_id),
-        ordered=lambda: registry.ordered(project_id),
+        index=registry.index(project_id),
         now_ms=int(time.time() * 1000),
         max_age_seconds=max_age_seconds,
     )
@@ -152,7 +151,9 @@ class AgentConnection:
         counts = (result.total, result.facets)
         if counts != self.sent_counts:
             self.sent_counts = counts
-            self.send({"type": "list.counts", "projectId": request.project_id, "total": result.total, "facets": result.facets})
+            self.send(
+                {"type": "list.counts", "projectId": request.project_id, "total": result.total, "facets": result.facets}
+            )
         # A cached result from an older version, or a query on duration, needs another look later.
         if request.compiled().time_dependent or result.version != self.app[REGISTRY].version(request.project_id):
             self.schedule_list_push()
@@ -239,7 +240,9 @@ class AgentConnection:
             entry = await kv.get(subjects.snapshot_key(session.session_id))
             if entry.value:
                 pointer = decode(SnapshotPointer, entry.value)
-                config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=pointer.stream_seq)
+                config = ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=pointer.stream_seq
+                )
         session_id = session.session_id
 
         async def deliver(msg: Msg) -> None:
@@ -301,8 +304,10 @@ async def authenticate(ws: web.WebSocketResponse, app: web.Application) -> Agent
     """Wait for the first frame, which must be `{"type": "auth", "token": ...}` with a valid agent token."""
     try:
         first = await ws.receive(timeout=app[SETTINGS].auth_timeout_seconds)
-    except asyncio.TimeoutError:
-        raise ProtocolError(code="auth_timeout", message="No auth message arrived in time. Send it first.", status=401) from None
+    except TimeoutError:
+        raise ProtocolError(
+            code="auth_timeout", message="No auth message arrived in time. Send it first.", status=401
+        ) from None
     if first.type != WSMsgType.TEXT:
         raise ProtocolError(code="auth_required", message="The first message must be a JSON auth message.", status=401)
     message = decode(AgentMessage, first.data, what="auth message")
@@ -418,6 +423,7 @@ def create_app(*, settings: LiveSettings, nc: NatsClient, signer: TokenSigner) -
     app[SIGNER] = signer
     app[REGISTRY] = LiveRegistry(
         js=js,
+        nc=nc,
         timeout_seconds=settings.live_session_timeout_seconds,
         inactive_timeout_seconds=settings.inactive_session_timeout_seconds,
         closing_grace_seconds=settings.closing_grace_seconds,

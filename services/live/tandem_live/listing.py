@@ -1,24 +1,21 @@
 """Search, sort, pagination and facet counts over a project's live sessions.
 
-The search bar takes the syntax of recorded-session search, for the fields a live
-session has:
+The search bar takes the syntax of recorded-session search (tandem_protocol.query,
+live dialect), for the fields a live session has:
 
     user:alice browser:chrome country:FR meta.plan:pro
     (browser:firefox OR browser:safari) -device:mobile duration>5m
     url:checkout meta.company:"Acme Inc" alice "New York"
 
-    query   = or
-    or      = and { "OR" and }
-    and     = unary { ["AND"] unary }           two terms side by side mean AND
-    unary   = "NOT" unary | "-" unary | primary
-    primary = "(" or ")" | term | WORD
-    term    = FIELD OP value                    OP is ':', '=', '>', '>=', '<' or '<='
-    value   = "quoted string" | word
-
-A bare WORD or quoted phrase, which recorded-session search rejects, matches any
+A bare word or quoted phrase, which recorded-session search rejects, matches any
 session whose user id, anonymous id, page URL, title, session id or a metadata
-value contains it. `THEN` sequences and `[key=value]` payload filters need recorded events and
-are rejected here.
+value contains it. `THEN` sequences and `[key=value]` payload filters need recorded
+events and are rejected here.
+
+This module compiles the tree twice over: into a predicate on one session, which
+checks every field and value and serves free text, and into look-ups in the
+project's index (tandem_live.index), which answer a list request without walking
+every session.
 """
 
 from __future__ import annotations
@@ -27,29 +24,26 @@ import heapq
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
-from tandem_protocol import LiveSession, ProtocolError
+from tandem_protocol import LiveSession, ProtocolError, query
 from tandem_protocol.codec import validation_error
+from tandem_protocol.query import MAX_QUERY_CHARS, And, Node, Not, Or, QuerySyntaxError, Term, Word
 
-MAX_QUERY_CHARS = 2000
-MAX_TERMS = 64
-MAX_DEPTH = 32
+from tandem_live.index import ProjectIndex, ValueIndex, field_value
+
 MAX_FACET_VALUES = 20
 MAX_METADATA_FACETS = 50
 TIME_DEPENDENT_CACHE_SECONDS = 1.0
 """How long a result of a query on duration stays valid: durations grow without any registry change."""
 
-KEYWORDS = ("AND", "OR", "NOT", "THEN")
-OPERATORS = (">=", "<=", ":", "=", ">", "<")  # two-character operators first
 MATCH_OPS = (":", "=")
 COMPARISONS = (">", ">=", "<", "<=")
-WORD_END = set(" \t\r\n()[")
-FIELD_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 EXACT_FIELDS = {
     "user": "user_id",
@@ -84,235 +78,9 @@ TRUE_WORDS = ("true", "yes", "1")
 FALSE_WORDS = ("false", "no", "0")
 
 
-class QuerySyntaxError(ValueError):
-    """A query the parser rejects, with the 0-based position of the problem."""
-
-    def __init__(self, reason: str, position: int) -> None:
-        super().__init__(f"{reason} (at position {position})")
-        self.reason = reason
-        self.position = position
-
-    def to_protocol_error(self, query: str) -> ProtocolError:
-        reason = self.reason
-        if len(reason) > 1 and reason[1].islower():
-            reason = reason[0].lower() + reason[1:]
-        return ProtocolError(
-            code="invalid_query",
-            message=f"The search {query[:200]!r} is invalid: {reason} (at character {self.position + 1}).",
-            details={"position": self.position, "reason": self.reason},
-        )
-
-
-# Syntax tree ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Term:
-    field: str
-    op: str
-    value: str
-    position: int
-
-
-@dataclass(frozen=True)
-class Word:
-    """A bare word: free text over the session's identifiers, page and metadata values."""
-
-    value: str
-    position: int
-
-
-@dataclass(frozen=True)
-class And:
-    items: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class Or:
-    items: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    item: Node
-    position: int
-
-
-Node = Term | Word | And | Or | Not
-
-
-@dataclass
-class _Parser:
-    text: str
-    pos: int = 0
-    depth: int = 0
-    terms: int = 0
-
-    def skip_spaces(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
-            self.pos += 1
-
-    def at_end(self) -> bool:
-        self.skip_spaces()
-        return self.pos >= len(self.text)
-
-    def peek(self) -> str:
-        self.skip_spaces()
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def keyword(self) -> str | None:
-        self.skip_spaces()
-        for word in KEYWORDS:
-            end = self.pos + len(word)
-            if self.text[self.pos : end].upper() == word and (end >= len(self.text) or self.text[end] in WORD_END):
-                return word
-        return None
-
-    def take_keyword(self, word: str) -> bool:
-        if self.keyword() == word:
-            self.pos += len(word)
-            return True
-        return False
-
-    def take_char(self, char: str) -> bool:
-        if self.peek() == char:
-            self.pos += 1
-            return True
-        return False
-
-    def error(self, reason: str, position: int | None = None) -> QuerySyntaxError:
-        return QuerySyntaxError(reason, self.pos if position is None else position)
-
-    def parse(self) -> Node | None:
-        if len(self.text) > MAX_QUERY_CHARS:
-            raise QuerySyntaxError(f"The query is longer than {MAX_QUERY_CHARS} characters", MAX_QUERY_CHARS)
-        if self.at_end():
-            return None
-        node = self.parse_or()
-        if not self.at_end():
-            if self.peek() == ")":
-                raise self.error("This ')' has no matching '('")
-            if self.keyword() == "THEN":
-                raise self.error("THEN sequences need recorded events: search recorded sessions for them")
-            raise self.error(f"Unexpected {self.text[self.pos : self.pos + 20]!r}")
-        return node
-
-    def parse_or(self) -> Node:
-        items = [self.parse_and()]
-        while self.take_keyword("OR"):
-            items.append(self.parse_and())
-        return items[0] if len(items) == 1 else Or(tuple(items))
-
-    def parse_and(self) -> Node:
-        items = [self.parse_unary()]
-        while True:
-            if self.take_keyword("AND"):
-                items.append(self.parse_unary())
-            elif not self.at_end() and self.peek() != ")" and self.keyword() not in ("OR", "THEN"):
-                items.append(self.parse_unary())
-            else:
-                break
-        return items[0] if len(items) == 1 else And(tuple(items))
-
-    def parse_unary(self) -> Node:
-        self.skip_spaces()
-        start = self.pos
-        if self.take_keyword("NOT") or self.take_char("-"):
-            return Not(self.parse_unary(), start)
-        return self.parse_primary()
-
-    def parse_primary(self) -> Node:
-        if self.at_end():
-            raise self.error("The query ends where a filter was expected")
-        keyword = self.keyword()
-        if keyword is not None:
-            raise self.error(f"{keyword} needs a filter before it")
-        if self.take_char("("):
-            open_position = self.pos - 1
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise self.error(f"Parentheses nest deeper than {MAX_DEPTH} levels")
-            if self.peek() == ")":
-                raise self.error("The parentheses are empty")
-            node = self.parse_or()
-            if not self.take_char(")"):
-                raise self.error("This '(' is not closed: add ')'", open_position)
-            self.depth -= 1
-            return node
-        return self.parse_term()
-
-    def parse_term(self) -> Term | Word:
-        start = self.pos
-        self.terms += 1
-        if self.terms > MAX_TERMS:
-            raise QuerySyntaxError(f"The query has more than {MAX_TERMS} filters", start)
-        if self.text[self.pos] in "\"'":
-            return Word(value=self.scan_quoted(), position=start)
-        name = self.scan_field()
-        op = self.scan_operator()
-        if op is None:
-            word = name + self.scan_word()
-            if not word:
-                raise self.error(f"Expected a filter such as user:alice, found {self.text[self.pos]!r}")
-            return Word(value=word, position=start)
-        if not name:
-            raise self.error(f"Expected a field name before {op!r}, as in user{op}alice", start)
-        value = self.scan_value(f"{name}{op}")
-        if self.pos < len(self.text) and self.text[self.pos] == "[":
-            raise self.error("[field=value] payload filters need recorded events: search recorded sessions for them")
-        return Term(field=name.lower(), op=op, value=value, position=start)
-
-    def scan_field(self) -> str:
-        start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] in FIELD_CHARS:
-            self.pos += 1
-        return self.text[start : self.pos]
-
-    def scan_word(self) -> str:
-        start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] not in WORD_END:
-            self.pos += 1
-        return self.text[start : self.pos]
-
-    def scan_operator(self) -> str | None:
-        for op in OPERATORS:
-            if self.text.startswith(op, self.pos):
-                self.pos += len(op)
-                return op
-        return None
-
-    def scan_value(self, after: str) -> str:
-        start = self.pos
-        if self.pos < len(self.text) and self.text[self.pos] in "\"'":
-            return self.scan_quoted()
-        while self.pos < len(self.text) and self.text[self.pos] not in WORD_END:
-            self.pos += 1
-        if self.pos == start:
-            raise self.error(f"{after} needs a value right after it, as in {after}value (quote values with spaces)")
-        return self.text[start : self.pos]
-
-    def scan_quoted(self) -> str:
-        quote = self.text[self.pos]
-        start = self.pos
-        self.pos += 1
-        chars = []
-        while self.pos < len(self.text):
-            char = self.text[self.pos]
-            if char == "\\" and self.pos + 1 < len(self.text):
-                chars.append(self.text[self.pos + 1])
-                self.pos += 2
-                continue
-            if char == quote:
-                self.pos += 1
-                return "".join(chars)
-            chars.append(char)
-            self.pos += 1
-        raise self.error(f"This {quote} string is not closed: add {quote}", start)
-
-
 def parse(text: str) -> Node | None:
     """Parse a live search; None for an empty one. Raises QuerySyntaxError with the position of the problem."""
-    return _Parser(text).parse()
+    return query.parse(text, query.LIVE)
 
 
 # Predicates -------------------------------------------------------------------------------
@@ -504,6 +272,130 @@ def _facet_of(field_name: str) -> str:
     return f"meta.{key}" if key is not None else field_name
 
 
+# Evaluation over the index ----------------------------------------------------------------
+
+
+def matching_ids(node: Node | None, index: ProjectIndex, now_ms: int) -> set[str] | None:
+    """Return the ids of the sessions that match a compiled query's tree, or None (every session) for no filter.
+
+    The tree must have compiled (compile_query), so its fields and values are valid.
+    Terms use the index. Free-text words, which no index serves, are checked session
+    by session, and only on the sessions that the other terms of their AND leave.
+    The set may be one of the index's own: read it, do not change it, and do not keep it.
+    """
+    if node is None:
+        return None
+    return _ids(node, index, now_ms)
+
+
+def _ids(node: Node, index: ProjectIndex, now_ms: int) -> AbstractSet[str]:
+    if isinstance(node, Term):
+        return _term_ids(node, index, now_ms)
+    if isinstance(node, Not):
+        return index.by_id.keys() - _ids(node.item, index, now_ms)
+    if isinstance(node, Or):
+        result: set[str] = set()
+        for item in node.items:
+            result |= _ids(item, index, now_ms)
+        return result
+    if isinstance(node, And):
+        return _and_ids(node, index, now_ms)
+    predicate = _free_text(node.value)
+    return {session_id for session_id, session in index.by_id.items() if predicate(session, now_ms)}
+
+
+def _and_ids(node: And, index: ProjectIndex, now_ms: int) -> AbstractSet[str]:
+    indexed = [item for item in node.items if not _has_word(item)]
+    scanned = [item for item in node.items if _has_word(item)]
+    result: AbstractSet[str] = index.by_id.keys()
+    if indexed:
+        parts = sorted((_ids(item, index, now_ms) for item in indexed), key=len)
+        result = parts[0]
+        for part in parts[1:]:
+            if not result:
+                break
+            result = result & part
+    if scanned:
+        predicate = compile_query(scanned[0] if len(scanned) == 1 else And(tuple(scanned)))
+        by_id = index.by_id
+        result = {session_id for session_id in result if predicate(by_id[session_id], now_ms)}
+    return result
+
+
+def _has_word(node: Node) -> bool:
+    if isinstance(node, Word):
+        return True
+    if isinstance(node, Not):
+        return _has_word(node.item)
+    if isinstance(node, And | Or):
+        return any(_has_word(item) for item in node.items)
+    return False
+
+
+def _term_ids(term: Term, index: ProjectIndex, now_ms: int) -> AbstractSet[str]:
+    """Mirror _compile_term with the index: the same fields, the same matching rules."""
+    name = term.field
+    if name == "session":
+        return _session_ids(term, index)
+    if name in EXACT_FIELDS:
+        return _value_ids(index.field(EXACT_FIELDS[name]), term, caseless=False)
+    if name in CASELESS_FIELDS:
+        return _value_ids(index.field(CASELESS_FIELDS[name]), term, caseless=True)
+    if name in TEXT_FIELDS:
+        return _text_ids(index.field(TEXT_FIELDS[name]), term, index)
+    if name == "active":
+        if _parse_boolean(term):
+            return index.by_id.keys() - index.inactive()
+        return index.inactive()
+    if name == "duration":
+        return _duration_ids(term, index, now_ms)
+    key = metadata_key(name)
+    values = index.metadata(key) if key is not None else None
+    return _value_ids(values, term, caseless=False) if values is not None else set()
+
+
+def _value_ids(values: ValueIndex, term: Term, *, caseless: bool) -> AbstractSet[str]:
+    """Ids whose value matches as _value_matcher does: exactly, `*` for any non-empty value, or a wildcard."""
+    if term.value == "*":
+        return values.union(value for value in values.ids if value)
+    if "*" in term.value:
+        pattern = re.compile(_wildcard_regex(term.value), re.IGNORECASE if caseless else 0)
+        return values.union(value for value in values.ids if pattern.fullmatch(value))
+    if caseless:
+        wanted = term.value.casefold()
+        return values.union(value for value in values.ids if value.casefold() == wanted)
+    return values.of(term.value)
+
+
+def _session_ids(term: Term, index: ProjectIndex) -> AbstractSet[str]:
+    ids = index.by_id.keys()
+    if term.value == "*":
+        return ids
+    if "*" in term.value:
+        pattern = re.compile(_wildcard_regex(term.value))
+        return {session_id for session_id in ids if pattern.fullmatch(session_id)}
+    return {term.value} if term.value in ids else set()
+
+
+def _text_ids(values: ValueIndex, term: Term, index: ProjectIndex) -> AbstractSet[str]:
+    """Ids whose text matches as _text_matcher does: `*` for any, a wildcard, or a piece of the text."""
+    if term.value == "*":
+        return index.by_id.keys()
+    if "*" in term.value:
+        pattern = re.compile(_wildcard_regex(term.value), re.IGNORECASE)
+        return values.union(value for value in values.ids if pattern.fullmatch(value))
+    wanted = term.value.casefold()
+    return values.union(value for value in values.ids if wanted in value.casefold())
+
+
+def _duration_ids(term: Term, index: ProjectIndex, now_ms: int) -> set[str]:
+    """Return the sessions of a `duration` term: a duration above a limit is a start before `now - limit`."""
+    cut = now_ms - parse_duration(term)
+    if term.op in (">", ">="):
+        return index.started_between(before=cut, inclusive=term.op == ">=")
+    return index.started_between(after=cut, inclusive=term.op == "<=")
+
+
 # Requests and results ---------------------------------------------------------------------
 
 
@@ -596,66 +488,106 @@ class ListResult:
         return self.sessions[request.offset : request.offset + request.limit]
 
 
-def list_sessions(ordered: list[LiveSession], request: ListRequest, *, now_ms: int) -> ListResult:
-    """Filter `ordered` (oldest start first), order it as requested and count the facet values."""
+def list_sessions(sessions: ProjectIndex | Iterable[LiveSession], request: ListRequest, *, now_ms: int) -> ListResult:
+    """Filter the sessions, order them as requested and count the facet values.
+
+    `sessions` is a project's index, or sessions to index first.
+    """
+    index = sessions if isinstance(sessions, ProjectIndex) else ProjectIndex(sessions)
     compiled = request.compiled()
-    predicate = compiled.predicate
-    matches = ordered if compiled.node is None else [s for s in ordered if predicate(s, now_ms)]
-    facets = count_facets(ordered, matches, compiled.node, now_ms=now_ms)
+    matches = matching_ids(compiled.node, index, now_ms)
+    if matches is not None and len(matches) == len(index):
+        matches = None  # a filter every session passes: the shared order and the overall counts serve it
+    ordered = index.ordered() if matches is None else index.in_order(matches)
+    facets = count_facets(index, compiled.node, matches, now_ms=now_ms)
     if request.newest_first:
-        matches = matches[::-1]
-    return ListResult(sessions=matches, facets=facets)
+        ordered = ordered[::-1]
+    return ListResult(sessions=ordered, facets=facets)
 
 
 def count_facets(
-    every: list[LiveSession], matches: list[LiveSession], node: Node | None, *, now_ms: int
+    index: ProjectIndex, node: Node | None, matches: AbstractSet[str] | None, *, now_ms: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """Count each facet's values among the matches; a facet the query filters on counts without that filter."""
-    counters = _count_values(matches, FACET_FIELDS)
+    """Count each facet's values among the matches; a facet the query filters on counts without that filter.
+
+    Metadata facets: the MAX_METADATA_FACETS keys most present among the matches.
+    """
+    counting = _FacetCounting(index)
+    counters: dict[str, dict[str, int]] = {}
     for name in FACET_FIELDS:
         reduced = without_field(node, name)
-        if reduced is not node:
-            counters[name] = _count_values(_filter(every, reduced, now_ms), (name,), metadata=False)[name]
+        among = matches if reduced is node else matching_ids(reduced, index, now_ms)
+        counters[name] = counting.field(name, among)
 
-    metadata_facets = sorted(
-        (name for name in counters if name.startswith("meta.")), key=lambda name: -sum(counters[name].values())
-    )
-    for name in metadata_facets[MAX_METADATA_FACETS:]:
-        del counters[name]
-    for name in metadata_facets[:MAX_METADATA_FACETS]:
+    metadata = {f"meta.{key}": counting.metadata(key, matches) for key in index.metadata_keys()}
+    ranked = sorted((name for name in metadata if metadata[name]), key=lambda name: -sum(metadata[name].values()))
+    for name in ranked[:MAX_METADATA_FACETS]:
         reduced = without_field(node, name)
-        if reduced is not node:
-            counters[name] = _count_values(_filter(every, reduced, now_ms), (), metadata=True).get(name, {})
-
+        if reduced is node:
+            counters[name] = metadata[name]
+        else:
+            counters[name] = counting.metadata(name.removeprefix("meta."), matching_ids(reduced, index, now_ms))
     return {name: _most_common(counter) for name, counter in counters.items()}
 
 
-def _count_values(
-    sessions: list[LiveSession], fields: tuple[str, ...], *, metadata: bool = True
-) -> dict[str, dict[str, int]]:
-    """Count the non-empty values of `fields` (and of every metadata key as `meta.KEY`) in one pass."""
-    counters: dict[str, dict[str, int]] = {name: {} for name in fields}
-    plain = [(name, counters[name]) for name in fields if name != "active"]
-    active = counters.get("active")
-    metadata_counters: dict[str, dict[str, int]] = {}
-    for session in sessions:
-        values = session.__dict__  # direct reads: this loop runs once per live session of the project
-        for name, counter in plain:
-            value = values[name]
-            if value:
-                counter[value] = counter.get(value, 0) + 1
-        if active is not None:
-            key = "true" if values["active"] else "false"
-            active[key] = active.get(key, 0) + 1
-        if metadata:
-            for key, value in values["metadata"].items():
-                counter = metadata_counters.get(key)
-                if counter is None:
-                    counter = metadata_counters[key] = {}
-                counter[value] = counter.get(value, 0) + 1
-    for key, counter in metadata_counters.items():
-        counters[f"meta.{key}"] = counter
-    return counters
+class _FacetCounting:
+    """Value counts over one index, for the facets of one result.
+
+    The counts of each value come from the index. With fewer matching sessions than
+    values, they come from reading the matches instead. A match set larger than half
+    the sessions is counted through the sessions it leaves out, computed once per set.
+    """
+
+    def __init__(self, index: ProjectIndex) -> None:
+        self._index = index
+        self._left_out: list[tuple[AbstractSet[str], set[str]]] = []
+        """(match set, the other sessions); the match sets stay referenced, so that identity is safe."""
+
+    def field(self, name: str, among: AbstractSet[str] | None) -> dict[str, int]:
+        """Count the non-empty values of a field among `among` (ids), or among every session for None."""
+        index = self._index
+        if name == "active":
+            hidden = index.inactive()
+            total = len(index) if among is None else len(among)
+            inactive = len(hidden) if among is None else len(hidden & among)
+            counts = {"true": total - inactive, "false": inactive}
+            return {value: count for value, count in counts.items() if count}
+        by_id = index.by_id
+        counts = self._values(index.field(name), among, lambda session_id: field_value(by_id[session_id], name))
+        counts.pop("", None)
+        return counts
+
+    def metadata(self, key: str, among: AbstractSet[str] | None) -> dict[str, int]:
+        """Count the values of a metadata key, the empty one included, among `among` or every session."""
+        values = self._index.metadata(key)
+        if values is None:
+            return {}
+        by_id = self._index.by_id
+        return self._values(values, among, lambda session_id: by_id[session_id].metadata.get(key))
+
+    def _values(
+        self, values: ValueIndex, among: AbstractSet[str] | None, value_of: Callable[[str], str | None]
+    ) -> dict[str, int]:
+        if among is None:
+            return values.counts()
+        if len(among) < len(values):
+            counts: dict[str, int] = {}
+            for session_id in among:
+                value = value_of(session_id)
+                if value is not None:
+                    counts[value] = counts.get(value, 0) + 1
+            return counts
+        if 2 * len(among) > len(self._index):
+            return values.counts(excluded=self._others(among))
+        return values.counts(among if isinstance(among, set) else set(among))
+
+    def _others(self, among: AbstractSet[str]) -> set[str]:
+        for known, others in self._left_out:
+            if known is among:
+                return others
+        others = self._index.by_id.keys() - among
+        self._left_out.append((among, others))
+        return others
 
 
 def _most_common(counter: dict[str, int]) -> list[dict[str, Any]]:
@@ -663,20 +595,13 @@ def _most_common(counter: dict[str, int]) -> list[dict[str, Any]]:
     return [{"value": value, "count": count} for value, count in ranked]
 
 
-def _filter(sessions: list[LiveSession], node: Node | None, now_ms: int) -> list[LiveSession]:
-    if node is None:
-        return sessions
-    predicate = compile_query(node)
-    return [s for s in sessions if predicate(s, now_ms)]
-
-
 class ListingCache:
-    """Results per (project, query, order), reused while the project's registry version is unchanged.
+    """Results per (project, query, order), reused while the project's index version is unchanged.
 
     Every agent on the default view shares one computation, and pages of one query share it too.
     A caller that accepts a result up to `max_age_seconds` old also gets one computed from an
-    older version: while sessions start and end every second, a project with 10,000 live
-    sessions would otherwise be filtered and counted again for every request.
+    older version: while sessions start and end every second, that spares a computation per
+    change and agent.
     """
 
     def __init__(self, *, max_entries: int = 256) -> None:
@@ -684,21 +609,15 @@ class ListingCache:
         self._results: OrderedDict[tuple, ListResult] = OrderedDict()
 
     def get(
-        self,
-        request: ListRequest,
-        *,
-        version: int,
-        ordered: Callable[[], list[LiveSession]],
-        now_ms: int,
-        max_age_seconds: float = 0.0,
+        self, request: ListRequest, *, index: ProjectIndex, now_ms: int, max_age_seconds: float = 0.0
     ) -> ListResult:
         key = (request.project_id, request.query, request.newest_first)
         cached = self._results.get(key)
-        if cached is not None and self._usable(cached, request, version, max_age_seconds):
+        if cached is not None and self._usable(cached, request, index.version, max_age_seconds):
             self._results.move_to_end(key)
             return cached
-        result = list_sessions(ordered(), request, now_ms=now_ms)
-        result.version = version
+        result = list_sessions(index, request, now_ms=now_ms)
+        result.version = index.version
         self._results[key] = result
         self._results.move_to_end(key)
         while len(self._results) > self._max_entries:
@@ -711,4 +630,3 @@ class ListingCache:
         if request.compiled().time_dependent and age > TIME_DEPENDENT_CACHE_SECONDS:
             return False
         return result.version == version or age <= max_age_seconds
-

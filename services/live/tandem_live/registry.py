@@ -1,12 +1,15 @@
 """The reading side of the live-session registry: a mirror of the key-value bucket in each live pod.
 
 Every live pod watches the whole bucket, so that all pods list the same sessions.
-A session leaves the list when its entry is deleted, when it sent nothing for
-`timeout_seconds` (`inactive_timeout_seconds` while its tab is hidden, because
-browsers throttle the timers of hidden tabs), or `closing_grace_seconds` after
-its tab's pagehide with no batch since. Closed sessions are also deleted from
-the bucket, with a compare-and-set delete that fails when a batch revived the
-entry meanwhile.
+Ingest pods write an entry when the session starts or changes, and refresh its
+`lastSeenAt` now and then; in between, their presence messages (a core NATS
+subject, `tandem_protocol.presence`) tell every live pod which sessions still
+send. A session leaves the list when its entry is deleted, when it sent nothing
+for `timeout_seconds` (`inactive_timeout_seconds` while its tab is hidden,
+because browsers throttle the timers of hidden tabs), or `closing_grace_seconds`
+after its tab's pagehide with no batch since. Closed sessions are also deleted
+from the bucket, with a compare-and-set delete that fails when a batch revived
+the entry meanwhile.
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 from pydantic import ValidationError
 from tandem_protocol import LiveSession, decode, subjects
 from tandem_protocol.errors import ProtocolError
+from tandem_protocol.presence import LivePresence
+
+from tandem_live.index import ProjectIndex
 
 log = structlog.get_logger(__name__)
 
@@ -34,20 +42,14 @@ INVISIBLE_FIELDS = frozenset({"last_seen_at"})
 
 @dataclass
 class ProjectSessions:
-    """A project's live sessions; `version` grows with every change an agent could see."""
+    """A project's live sessions, indexed; `index.version` grows with every change an agent could see."""
 
-    by_id: dict[str, LiveSession] = field(default_factory=dict)
+    index: ProjectIndex = field(default_factory=ProjectIndex)
     revisions: dict[str, int] = field(default_factory=dict)
-    version: int = 0
-    _ordered: list[LiveSession] | None = None
-    _ordered_version: int = -1
 
-    def ordered(self) -> list[LiveSession]:
-        """Return the sessions oldest start first, computed once per version."""
-        if self._ordered is None or self._ordered_version != self.version:
-            self._ordered = sorted(self.by_id.values(), key=lambda s: (s.started_at, s.session_id))
-            self._ordered_version = self.version
-        return self._ordered
+    @property
+    def by_id(self) -> dict[str, LiveSession]:
+        return self.index.by_id
 
 
 class LiveRegistry:
@@ -57,12 +59,14 @@ class LiveRegistry:
         self,
         *,
         js: JetStreamContext,
+        nc: NatsClient | None = None,
         timeout_seconds: float,
         inactive_timeout_seconds: float | None = None,
         closing_grace_seconds: float = 3.0,
         sweep_interval_seconds: float = 1.0,
     ) -> None:
         self._js = js
+        self._nc = nc
         self._timeout_ms = timeout_seconds * 1000
         self._inactive_timeout_ms = (inactive_timeout_seconds or timeout_seconds) * 1000
         self._closing_grace_ms = closing_grace_seconds * 1000
@@ -81,12 +85,16 @@ class LiveRegistry:
 
     def ordered(self, project_id: str) -> list[LiveSession]:
         """Return the project's sessions, oldest start first; the list is shared, do not change it."""
+        return self.index(project_id).ordered()
+
+    def index(self, project_id: str) -> ProjectIndex:
+        """Return the project's indexed sessions (an empty index for a project without any); read only."""
         project = self._projects.get(project_id)
-        return project.ordered() if project else []
+        return project.index if project else ProjectIndex()
 
     def version(self, project_id: str) -> int:
         project = self._projects.get(project_id)
-        return project.version if project else 0
+        return project.index.version if project else 0
 
     def find(self, session_id: str) -> LiveSession | None:
         project_id = self._project_of.get(session_id)
@@ -116,6 +124,9 @@ class LiveRegistry:
     async def run(self) -> None:
         """Watch the bucket and sweep out silent and closed sessions, until cancelled."""
         sweeper = asyncio.create_task(self._sweep_forever())
+        presence = None
+        if self._nc is not None:
+            presence = await self._nc.subscribe(subjects.live_presence_all(), cb=self._on_presence)
         try:
             while True:
                 try:
@@ -127,6 +138,11 @@ class LiveRegistry:
                     await asyncio.sleep(1.0)
         finally:
             sweeper.cancel()
+            if presence is not None:
+                try:
+                    await presence.unsubscribe()
+                except Exception as exc:
+                    log.debug("registry.presence_unsubscribe_failed", error=str(exc))
             for task in list(self._deletes):
                 task.cancel()
 
@@ -159,30 +175,49 @@ class LiveRegistry:
         except (ProtocolError, ValidationError) as exc:
             log.warning("registry.invalid_entry", key=key, error=str(exc))
             return
+        project = self._projects.get(project_id)
+        previous = project.by_id.get(session_id) if project is not None else None
+        if previous is not None:
+            # Presence may have moved lastSeenAt past the entry's, which is refreshed less often.
+            session.last_seen_at = max(session.last_seen_at, previous.last_seen_at)
         if self._removal_reason(session, time.time() * 1000) is not None:
             self._remove(project_id, session_id)
             return
 
-        project = self._projects.setdefault(project_id, ProjectSessions())
+        if project is None:
+            project = self._projects[project_id] = ProjectSessions()
         project.revisions[session_id] = revision
-        previous = project.by_id.get(session_id)
         if previous is not None and _same_for_agents(previous, session):
             # A heartbeat: keep the object agents were sent, so that identity still means "unchanged".
             previous.last_seen_at = session.last_seen_at
             return
-        project.by_id[session_id] = session
-        project.version += 1
+        project.index.put(session)
         self._project_of[session_id] = project_id
         self._notify(project_id, session, session_id)
 
     def _remove(self, project_id: str, session_id: str) -> None:
         project = self._projects.get(project_id)
-        if project is None or project.by_id.pop(session_id, None) is None:
+        if project is None or project.index.remove(session_id) is None:
             return
         project.revisions.pop(session_id, None)
-        project.version += 1
         self._project_of.pop(session_id, None)
         self._notify(project_id, None, session_id)
+
+    async def _on_presence(self, msg: Msg) -> None:
+        """Move `lastSeenAt` forward for the listed sessions an ingest pod received batches from; notify no agent."""
+        try:
+            presence = decode(LivePresence, msg.data, what="presence message")
+        except ProtocolError as exc:
+            log.warning("registry.invalid_presence", error=exc.message)
+            return
+        project = self._projects.get(presence.project_id)
+        if project is None:
+            return
+        by_id = project.by_id
+        for session_id, seen_at in presence.last_seen.items():
+            session = by_id.get(session_id)
+            if session is not None and seen_at > session.last_seen_at:
+                session.last_seen_at = seen_at
 
     def _forget_all_but(self, keys: set[str]) -> None:
         for project_id, project in list(self._projects.items()):

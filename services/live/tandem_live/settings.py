@@ -40,5 +40,7 @@ class LiveSettings(LiveAccessSettings):
     registry_ready_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
-        description="Time a list request waits for a starting pod to load the registry before it responds with what it has.",
+        description=(
+            "Time a list request waits for a starting pod to load the registry before it responds with what it has."
+        ),
     )
