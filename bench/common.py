@@ -46,7 +46,9 @@ async def start_server(data_dir: Path | None = None, extra_env: dict[str, str] |
         "TANDEM_LOG_LEVEL": "warning",
         **(extra_env or {}),
     }
-    process = subprocess.Popen([sys.executable, "-m", "tandem", "run"], env=env, cwd=REPOSITORY, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tandem", "run"], env=env, cwd=REPOSITORY, stdout=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
         for _ in range(300):
@@ -90,4 +92,6 @@ def machine() -> str:
         memory = f"{memory_kib / 1024 / 1024:.0f} GiB"
     except (OSError, ValueError, IndexError):
         memory = "unknown memory"
-    return f"{platform.machine()}, {cpus} cores, {memory}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    return (
+        f"{platform.machine()}, {cpus} cores, {memory}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )

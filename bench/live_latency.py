@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 import uuid
 
@@ -26,11 +25,17 @@ from bench.common import Server, machine, start_server, summary_ms
 
 CHANGE_INTERVAL_SECONDS = 0.2
 META = {"type": 4, "timestamp": 0, "data": {"href": "http://bench.test/", "width": 1280, "height": 800}}
-SNAPSHOT = {"type": 2, "timestamp": 0, "data": {"node": {"type": 0, "childNodes": [], "id": 1}, "initialOffset": {"top": 0, "left": 0}}}
+SNAPSHOT = {
+    "type": 2,
+    "timestamp": 0,
+    "data": {"node": {"type": 0, "childNodes": [], "id": 1}, "initialOffset": {"top": 0, "left": 0}},
+}
 
 
 async def agent_token(http: aiohttp.ClientSession, server: Server) -> str:
-    async with http.post(f"{server.url}/api/v1/auth/login", json={"username": "admin", "password": server.admin_password}) as response:
+    async with http.post(
+        f"{server.url}/api/v1/auth/login", json={"username": "admin", "password": server.admin_password}
+    ) as response:
         return (await response.json())["token"]
 
 
@@ -57,7 +62,9 @@ async def watch(http: aiohttp.ClientSession, server: Server, token: str, session
 
 async def synthetic_tracker(http, server, index, seconds, sent: dict[str, float]) -> str:
     tab = f"bench-{index}"
-    async with http.post(f"{server.url}/ingest/v1/web/start", json={"projectKey": "demo-key", "tabId": tab, "userID": f"u{index}"}) as response:
+    async with http.post(
+        f"{server.url}/ingest/v1/web/start", json={"projectKey": "demo-key", "tabId": tab, "userID": f"u{index}"}
+    ) as response:
         started = await response.json()
     token = started["token"]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -75,9 +82,17 @@ async def drive_synthetic(http, server, sessions, seconds, sent):
     while time.time() < deadline:
         marker = f"mk-{uuid.uuid4().hex}"[:35]
         now = time.time()
-        event = {"type": 3, "timestamp": int(now * 1000), "data": {"source": 0, "texts": [{"id": 5, "value": marker}], "attributes": [], "removes": [], "adds": []}}
+        event = {
+            "type": 3,
+            "timestamp": int(now * 1000),
+            "data": {"source": 0, "texts": [{"id": 5, "value": marker}], "attributes": [], "removes": [], "adds": []},
+        }
         sent[marker] = now
-        async with http.post(f"{server.url}/ingest/v1/web/i", data=orjson.dumps({"tabId": tab, "seq": seq, "events": [event]}), headers=headers) as response:
+        async with http.post(
+            f"{server.url}/ingest/v1/web/i",
+            data=orjson.dumps({"tabId": tab, "seq": seq, "events": [event]}),
+            headers=headers,
+        ) as response:
             if response.status != 200:
                 raise RuntimeError(f"batch rejected: {response.status} {await response.text()}")
         seq += 1
@@ -99,7 +114,9 @@ async def run_synthetic(server: Server, count: int, seconds: float) -> list[floa
         for ws, reader in sockets:
             reader.cancel()
             await ws.close()
-    return [arrivals[marker] - sent_at for marker, sent_at in sent.items() if marker in arrivals], len(sent) - len(arrivals.keys() & sent.keys())
+    return [arrivals[marker] - sent_at for marker, sent_at in sent.items() if marker in arrivals], len(sent) - len(
+        arrivals.keys() & sent.keys()
+    )
 
 
 async def run_browser(server: Server, seconds: float) -> list[float]:
@@ -108,14 +125,17 @@ async def run_browser(server: Server, seconds: float) -> list[float]:
     arrivals: dict[str, float] = {}
     async with async_playwright() as playwright, aiohttp.ClientSession() as http:
         browser = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"]
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
         )
         page = await browser.new_page()
         user = f"bench-{uuid.uuid4().hex[:6]}"
         await page.goto(f"{server.url}/demo/?user={user}")
         session_id = None
         for _ in range(100):
-            session_id = await page.evaluate("() => window.tandem && window.tandem.getSessionID && window.tandem.getSessionID()")
+            session_id = await page.evaluate(
+                "() => window.tandem && window.tandem.getSessionID && window.tandem.getSessionID()"
+            )
             if session_id:
                 break
             await asyncio.sleep(0.1)
@@ -196,7 +216,10 @@ async def main() -> None:
         server.stop()
 
     print()
-    print(f"Machine: {machine()}; each session changes every {CHANGE_INTERVAL_SECONDS * 1000:.0f} ms for {arguments.seconds:.0f} s.")
+    print(
+        f"Machine: {machine()}; each session changes every {CHANGE_INTERVAL_SECONDS * 1000:.0f} ms"
+        f" for {arguments.seconds:.0f} s."
+    )
     print("| watched sessions | samples | missing | p50 ms | p95 ms | p99 ms | bus p50 ms | bus p95 ms | p95 vs bus |")
     print("|---|---|---|---|---|---|---|---|---|")
     for line in rows:

@@ -1,8 +1,8 @@
 """Command line: `python -m tandem run` starts everything; `python -m tandem SERVICE` runs one service.
 
-    python -m tandem run                      # nats-server, every service, dashboard and demo on :8080
-    python -m tandem ingest|live|signal|sessions   # one service, as one Kubernetes Deployment runs it
-    python -m tandem create-agent NAME --role agent
+python -m tandem run                      # nats-server, every service, dashboard and demo on :8080
+python -m tandem ingest|live|signal|sessions   # one service, as one Kubernetes Deployment runs it
+python -m tandem create-agent NAME --role agent
 """
 
 from __future__ import annotations

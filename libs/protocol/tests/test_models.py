@@ -53,7 +53,9 @@ def test_decode_malformed_json():
 
 def test_decode_names_each_bad_field():
     with pytest.raises(ProtocolError) as caught:
-        decode(IngestBatchRequest, b'{"tabId": "a b", "seq": -1, "events": [{"type": 9, "timestamp": 1}]}', what="batch")
+        decode(
+            IngestBatchRequest, b'{"tabId": "a b", "seq": -1, "events": [{"type": 9, "timestamp": 1}]}', what="batch"
+        )
     fields = {problem["field"] for problem in caught.value.details["problems"]}
     assert fields == {"tabId", "seq", "events.0.type"}
     assert "batch is invalid" in caught.value.message

@@ -52,10 +52,13 @@ class EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             nats_server_binary(),
-            "--addr", "127.0.0.1",
-            "--port", str(self.port),
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
             "--jetstream",
-            "--store_dir", str(self.data_dir),
+            "--store_dir",
+            str(self.data_dir),
         ]
         output = subprocess.DEVNULL if self.quiet else None
         self.process = subprocess.Popen(command, stdout=output, stderr=output)

@@ -74,11 +74,17 @@ def error_middleware(service: str) -> Callable:
             if exc.status < 400:
                 raise
             code = exc.reason.lower().replace(" ", "_")
-            return error_response(ProtocolError(code=code, message=f"{exc.reason}: {request.method} {request.path}.", status=exc.status))
+            return error_response(
+                ProtocolError(code=code, message=f"{exc.reason}: {request.method} {request.path}.", status=exc.status)
+            )
         except Exception:
             log.exception("http.unhandled_error", service=service, route=route)
             return error_response(
-                ProtocolError(code="internal_error", message="The server failed to handle the request. Try again later.", status=500)
+                ProtocolError(
+                    code="internal_error",
+                    message="The server failed to handle the request. Try again later.",
+                    status=500,
+                )
             )
         finally:
             HTTP_REQUESTS.labels(service, route, str(status)).inc()

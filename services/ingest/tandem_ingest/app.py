@@ -244,14 +244,19 @@ async def ingest_batch(request: web.Request) -> web.Response:
         REJECTIONS.labels("session_mismatch").inc()
         raise ProtocolError(
             code="session_mismatch",
-            message="The token belongs to another session than the batch's sessionID. Send each session's batches with its own token.",
+            message=(
+                "The token belongs to another session than the batch's sessionID. "
+                "Send each session's batches with its own token."
+            ),
             status=403,
         )
     if batch.tab_id != claims.tab_id:
         REJECTIONS.labels("tab_mismatch").inc()
         raise ProtocolError(
             code="tab_mismatch",
-            message="The token belongs to another tab than the batch's tabId. Send each tab's batches with its own token.",
+            message=(
+                "The token belongs to another tab than the batch's tabId. Send each tab's batches with its own token."
+            ),
             status=403,
         )
 
@@ -271,7 +276,9 @@ async def ingest_batch(request: web.Request) -> web.Response:
         REJECTIONS.labels("batch_too_large").inc()
         raise ProtocolError(
             code="batch_too_large",
-            message=f"The batch is {len(payload)} bytes on the bus, over the limit of {MAX_BATCH_MESSAGE_BYTES}. Split it.",
+            message=(
+                f"The batch is {len(payload)} bytes on the bus, over the limit of {MAX_BATCH_MESSAGE_BYTES}. Split it."
+            ),
             status=413,
             details={"maxBytes": MAX_BATCH_MESSAGE_BYTES},
         )

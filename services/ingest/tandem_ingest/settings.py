@@ -23,7 +23,9 @@ class IngestSettings(IngestAccessSettings):
         default=768 * 1024, gt=0, description="Batch size the tracker is told to stay under, in bytes."
     )
     session_inactivity_seconds: float = Field(
-        default=150.0, gt=0, description="A session with no data for this long has ended; a reload then starts a new one."
+        default=150.0,
+        gt=0,
+        description="A session with no data for this long has ended; a reload then starts a new one.",
     )
     session_max_duration_seconds: float = Field(
         default=7200.0, gt=0, description="A session longer than this ends, and the tab starts a new one."

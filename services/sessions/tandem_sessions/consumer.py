@@ -275,8 +275,8 @@ class BatchConsumer:
         """Write each delivery alone; dead-letter those the store keeps rejecting while it accepts others.
 
         A failed write counts against its message (a strike) only when the write before it,
-        or another write in the same pass, succeeded: while every write fails, the fault is the store's (a full or read-only
-        disk, a dropped table, a schema from another version), so the messages are
+        or another write in the same pass, succeeded: while every write fails, the fault is
+        the store's (a full or read-only disk, a dropped table, a schema from another version), so the messages are
         delivered again, however long that lasts. A message goes to the dead letters
         after MAX_STRIKES strikes.
         """

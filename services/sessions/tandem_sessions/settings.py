@@ -20,8 +20,7 @@ class SessionsSettings(AccessSettings):
     data_dir: Path = Field(
         default=Path(".data"),
         description=(
-            "Folder of the embedded ClickHouse (chdb) and the folder replay store; "
-            "relative to the working directory."
+            "Folder of the embedded ClickHouse (chdb) and the folder replay store; relative to the working directory."
         ),
     )
     clickhouse_dsn: SecretStr = Field(
