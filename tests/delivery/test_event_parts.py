@@ -9,7 +9,6 @@ dashboard's joiner (web/dashboard/src/event-parts.ts) runs in the same bundle, a
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ from tandem_protocol.parts import PART_TAG, PartJoiner
 from tandem_sessions.api import rebuild_parts
 from tandem_sessions.extract import extract
 
-WEB = Path(__file__).resolve().parents[2] / "web"
-ESBUILD = WEB / "node_modules" / ".bin" / "esbuild"
+from tests.node_bundle import DASHBOARD_SOURCES, TRACKER_SOURCES, bundle
+
 META, FULL_SNAPSHOT, INCREMENTAL, CUSTOM = 4, 2, 3, 5
 
 MAX_BATCH_BYTES = 20_000
@@ -59,15 +58,8 @@ process.stdin.on("end", () => {
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not ESBUILD.exists() or shutil.which("node") is None:
-        pytest.fail(f"{ESBUILD} or node is missing; run `make web` first.")
-    folder = tmp_path_factory.mktemp("parts")
-    entry = folder / "entry.js"
-    entry.write_text(HARNESS % {"tracker": WEB / "tracker" / "src", "dashboard": WEB / "dashboard" / "src"})
-    bundle = folder / "harness.mjs"
-    command = [str(ESBUILD), str(entry), "--bundle", "--platform=node", "--format=esm", "--log-level=warning"]
-    subprocess.run([*command, f"--outfile={bundle}"], check=True, cwd=WEB)
-    return bundle
+    source = HARNESS % {"tracker": TRACKER_SOURCES, "dashboard": DASHBOARD_SOURCES}
+    return bundle(source, tmp_path_factory.mktemp("parts"), for_node=True)
 
 
 def run(harness: Path, request: dict[str, Any]) -> dict[str, Any]:

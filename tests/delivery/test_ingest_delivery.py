@@ -243,41 +243,44 @@ DEAD_LETTER_WAIT_SECONDS = 90.0
 """Bound of the wait for the refused batch's dead letter; a loaded machine needs far longer than an idle one."""
 
 
-async def test_consumer_rejected_message(nats_client, tmp_path: Path):
-    """A batch the store refuses while it stores others goes to the dead letters, and never stops the rest."""
-    settings = SessionsSettings(
-        data_dir=tmp_path / "data",
-        consumer_fetch_timeout_seconds=0.2,
-        consumer_retry_delay_seconds=0.2,
-        consumer_ack_wait_seconds=2.0,
-        store_threads=2,
+async def refusing_consumer(nats_client, tmp_path: Path, **settings) -> tuple:
+    """Start a consumer on the real chdb store wrapped in RefusingDatabase; return the store, writer and consumer."""
+    sessions_settings = SessionsSettings(
+        data_dir=tmp_path / "data", consumer_retry_delay_seconds=0.2, store_threads=2, **settings
     )
-    store = await open_store(settings)
+    store = await open_store(sessions_settings)
     store.db = RefusingDatabase(store.db)
     writer = SessionWriter(store=store, lifecycle=Lifecycle(inactivity_ms=10**12, max_duration_ms=10**12))
-    consumer = BatchConsumer(js=nats_client.jetstream(), writer=writer, settings=settings)
+    consumer = BatchConsumer(js=nats_client.jetstream(), writer=writer, settings=sessions_settings)
     await consumer.start()
+    return store, writer, consumer
+
+
+async def publish_empty_batch(js, session_id: str, seq: int) -> None:
+    batch = EventBatch(project_id="demo", session_id=session_id, tab_id="t", seq=seq, received_at=now_ms(), events=[])
+    await js.publish(subjects.events("demo", session_id), encode(batch))
+
+
+async def test_consumer_rejected_message(nats_client, tmp_path: Path):
+    """A batch the store refuses while it stores others goes to the dead letters, and never stops the rest."""
+    store, writer, consumer = await refusing_consumer(
+        nats_client, tmp_path, consumer_fetch_timeout_seconds=0.2, consumer_ack_wait_seconds=2.0
+    )
     task = asyncio.create_task(consumer.run())
     js = nats_client.jetstream()
-
-    async def publish(session_id: str, seq: int) -> None:
-        batch = EventBatch(
-            project_id="demo", session_id=session_id, tab_id="t", seq=seq, received_at=now_ms(), events=[]
-        )
-        await js.publish(subjects.events("demo", session_id), encode(batch))
 
     subscription = await js.pull_subscribe(
         subjects.dead_letters_all(), durable="rejected-test", stream=subjects.DEAD_LETTERS_STREAM
     )
     try:
-        await publish("refused", 0)
+        await publish_empty_batch(js, "refused", 0)
         letters = []
         seq = -1
         give_up_at = asyncio.get_running_loop().time() + DEAD_LETTER_WAIT_SECONDS
         # Other batches keep coming, and are stored, while the refused one is retried.
         while not letters and asyncio.get_running_loop().time() < give_up_at:
             seq += 1
-            await publish("good", seq)
+            await publish_empty_batch(js, "good", seq)
             with contextlib.suppress(NatsTimeoutError):
                 letters = await subscription.fetch(1, timeout=0.1)
         assert letters, "the refused batch never reached the dead letters"
@@ -303,30 +306,15 @@ async def test_rejected_batch_fetched_alone(nats_client, tmp_path: Path):
     In this order (alone, then first of several, in turn) each failure can look like a store
     fault. The test drives the fetches by hand so that the order is the same on every run.
     """
-    settings = SessionsSettings(
-        data_dir=tmp_path / "data",
-        consumer_fetch_timeout_seconds=0.5,
-        consumer_retry_delay_seconds=0.1,
-        consumer_ack_wait_seconds=30.0,
-        store_threads=2,
+    store, writer, consumer = await refusing_consumer(
+        nats_client, tmp_path, consumer_fetch_timeout_seconds=0.5, consumer_ack_wait_seconds=30.0
     )
-    store = await open_store(settings)
-    store.db = RefusingDatabase(store.db)
-    writer = SessionWriter(store=store, lifecycle=Lifecycle(inactivity_ms=10**12, max_duration_ms=10**12))
-    consumer = BatchConsumer(js=nats_client.jetstream(), writer=writer, settings=settings)
-    await consumer.start()
     js = nats_client.jetstream()
-
-    async def publish(session_id: str, seq: int) -> None:
-        batch = EventBatch(
-            project_id="demo", session_id=session_id, tab_id="t", seq=seq, received_at=now_ms(), events=[]
-        )
-        await js.publish(subjects.events("demo", session_id), encode(batch))
 
     async def handle_one_fetch(expected: int) -> list[str]:
         """Fetch until one fetch returns `expected` messages, handle them, and return their subjects."""
         for _ in range(20):
-            await asyncio.sleep(0.2)  # Longer than the retry delay, so the rejected batch is delivered again.
+            await asyncio.sleep(0.3)  # Longer than the retry delay, so the rejected batch is delivered again.
             messages = await consumer._fetch()
             if len(messages) == expected:
                 break
@@ -343,13 +331,13 @@ async def test_rejected_batch_fetched_alone(nats_client, tmp_path: Path):
     )
     try:
         rejected = subjects.events("demo", "refused")
-        await publish("refused", 0)
+        await publish_empty_batch(js, "refused", 0)
         letters = []
         for round_number in range(8):
             if round_number % 2 == 0:
                 assert await handle_one_fetch(1) == [rejected]
             else:
-                await publish("good", round_number)
+                await publish_empty_batch(js, "good", round_number)
                 assert (await handle_one_fetch(2))[0] == rejected
             with contextlib.suppress(NatsTimeoutError):
                 letters = await subscription.fetch(1, timeout=0.2)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-WEB = Path(__file__).resolve().parents[2]
-ESBUILD = WEB / "node_modules" / ".bin" / "esbuild"
+from tests.node_bundle import TRACKER_SOURCES, bundle
+
 INCREMENTAL, MUTATION = 3, 0
 
 # Reads {"steps": [{"push": event} | {"take": true}, ...]} on stdin; writes the batches' JSON.
@@ -48,15 +47,8 @@ process.stdin.on("end", () => {
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not ESBUILD.exists() or shutil.which("node") is None:
-        pytest.fail(f"{ESBUILD} or node is missing; run `make web` first.")
-    folder = tmp_path_factory.mktemp("compaction")
-    entry = folder / "entry.js"
-    entry.write_text(HARNESS % {"tracker": WEB / "tracker" / "src"})
-    bundle = folder / "harness.mjs"
-    command = [str(ESBUILD), str(entry), "--bundle", "--platform=node", "--format=esm", "--log-level=warning"]
-    subprocess.run([*command, f"--outfile={bundle}"], check=True, cwd=WEB)
-    return bundle
+    source = HARNESS % {"tracker": TRACKER_SOURCES}
+    return bundle(source, tmp_path_factory.mktemp("compaction"), for_node=True)
 
 
 def run(harness: Path, steps: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -10,17 +10,15 @@ theirs changes where the replay ends.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests import node_bundle
+from tests.node_bundle import TRACKER_SOURCES
+
 playwright_async = pytest.importorskip("playwright.async_api")
 
-WEB = Path(__file__).resolve().parents[2]
-ESBUILD = WEB / "node_modules" / ".bin" / "esbuild"
 
 ENTRY = """
 import { record } from "@rrweb/record";
@@ -87,16 +85,8 @@ async () => {
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not ESBUILD.exists() or shutil.which("node") is None:
-        pytest.fail(f"{ESBUILD} or node is missing; run `make web` first.")
-    folder = tmp_path_factory.mktemp("compaction-replay")
-    entry = folder / "entry.js"
-    entry.write_text(ENTRY % {"tracker": WEB / "tracker" / "src"})
-    output = folder / "harness.js"
-    command = [str(ESBUILD), str(entry), "--bundle", "--format=iife", "--log-level=warning", f"--outfile={output}"]
-    # The entry lies outside web/, so esbuild finds rrweb through NODE_PATH.
-    subprocess.run(command, check=True, cwd=WEB, env={**os.environ, "NODE_PATH": str(WEB / "node_modules")})
-    return output
+    source = ENTRY % {"tracker": TRACKER_SOURCES}
+    return node_bundle.bundle(source, tmp_path_factory.mktemp("compaction-replay"), for_node=False)
 
 
 async def test_replay_ends_like_page(browser, bundle: Path):
