@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from ingest_stub import IngestStub, ReceivedBatch, StubServer
+from ingest_stub import QUIET_PAGE, IngestStub, ReceivedBatch, StubServer
 from playwright.async_api import Route
 from tracker_test_helpers import PageWithConsole, wait_until
 
@@ -16,18 +16,7 @@ META = 4
 # The async snippet and about 6 KB of text, so that the first batch is over the 2 KiB
 # below which the tracker sends bodies uncompressed.
 PARAGRAPHS = "".join(f"<p>Paragraph {index} of a page long enough to be compressed.</p>" for index in range(120))
-LARGE_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Large page</title>
-<script>
-  window.tandem = { q: [], options: { projectKey: "test-key", ingestPoint: "/ingest" } };
-  "start stop setUserID setUserAnonymousID setMetadata event issue use".split(" ").forEach(function (method) {
-    window.tandem[method] = function () { window.tandem.q.push([method, [].slice.call(arguments)]); };
-  });
-  tandem.start();
-</script>
-<script async src="/static/tracker.js"></script>
-</head><body>PARAGRAPHS</body></html>
-""".replace("PARAGRAPHS", PARAGRAPHS)
+LARGE_PAGE = QUIET_PAGE.replace("Quiet page", "Large page").replace("<p>Nothing moves here.</p>", PARAGRAPHS)
 
 
 async def open_large_page(tab: PageWithConsole, server: StubServer, headers: dict[str, str]) -> None:
