@@ -2,8 +2,8 @@
 
 The code under test is the tracker's own: web/tracker/src/queue.ts and compaction.ts are
 bundled with web/'s esbuild and run in Node. A script of steps pushes rrweb mutation events
-and takes batches, as the transport does; each test replays what the batches carry and
-compares it with what the events carried before compaction.
+and takes batches, as the transport does. Each test then replays what the batches carry
+and compares it with what the events carried before compaction.
 """
 
 from __future__ import annotations
