@@ -85,6 +85,8 @@ async def test_grid_watches_two_tabs(browser, tandem):
 
     # Full size opens the single live view of that session, which starts at its latest page.
     await alice_cell.get_by_test_id("grid-open").click()
+    # The grid's own views stay until the route changes, and a locator that matches them too fails at once.
+    await expect(agent.get_by_test_id("live-grid")).to_be_hidden()
     await expect(agent.get_by_test_id("live-view-user")).to_contain_text(alice)
     full = agent.frame_locator("[data-testid=live-view] [data-testid=replay-container] iframe")
     await expect(full.locator("#cart-count")).to_have_text("1", timeout=10000)
