@@ -46,7 +46,7 @@ def test_non_integer_timestamp_dropped(harness: Path):
 
 
 def test_never_ending_group_bounded():
-    """A group of parts that claims a huge count is dropped once it holds more than an event can be."""
+    """A group of parts that claims a huge count is dropped once it is larger than any event can be."""
     slice_chars = 1024 * 1024
     joiner = PartJoiner()
     held = []

@@ -305,7 +305,7 @@ async def record_heartbeat(
     It contains no event, so the recorded session is the same with or without it, and
     its number is simply absent from the store. The live pods learn that the session
     still sends from this pod's next presence message. While NATS is disconnected the
-    answer is 503, as for any batch, so that the tracker tries again.
+    response is 503, as for any batch, so that the tracker retries.
     """
     if not request.app[NATS].is_connected:
         raise bus_unavailable("NotConnected")

@@ -35,47 +35,47 @@ class ValueIndex:
         return len(self.ids)
 
     def add(self, value: str, session_id: str) -> None:
-        held = self.ids.get(value)
-        if held is None:
+        current = self.ids.get(value)
+        if current is None:
             self.ids[value] = session_id
-        elif type(held) is str:
-            if held != session_id:
-                self.ids[value] = {held, session_id}
+        elif type(current) is str:
+            if current != session_id:
+                self.ids[value] = {current, session_id}
         else:
-            held.add(session_id)
+            current.add(session_id)
 
     def remove(self, value: str, session_id: str) -> None:
-        held = self.ids.get(value)
-        if held is None:
+        current = self.ids.get(value)
+        if current is None:
             return
-        if type(held) is str:
-            if held == session_id:
+        if type(current) is str:
+            if current == session_id:
                 del self.ids[value]
             return
-        held.discard(session_id)
-        if len(held) == 1:
-            self.ids[value] = next(iter(held))
-        elif not held:
+        current.discard(session_id)
+        if len(current) == 1:
+            self.ids[value] = next(iter(current))
+        elif not current:
             del self.ids[value]
 
     def of(self, value: str) -> set[str]:
         """Return the ids of the sessions with `value`; the set may be the index's own: do not change it."""
-        held = self.ids.get(value)
-        if held is None:
+        current = self.ids.get(value)
+        if current is None:
             return set()
-        return {held} if type(held) is str else held
+        return {current} if type(current) is str else current
 
     def union(self, values: Iterable[str]) -> set[str]:
         """Return the ids of the sessions with any of `values`, as a new set."""
         result: set[str] = set()
         for value in values:
-            held = self.ids.get(value)
-            if held is None:
+            current = self.ids.get(value)
+            if current is None:
                 continue
-            if type(held) is str:
-                result.add(held)
+            if type(current) is str:
+                result.add(current)
             else:
-                result |= held
+                result |= current
         return result
 
     def counts(self, among: set[str] | None = None, *, excluded: set[str] | None = None) -> dict[str, int]:
@@ -85,15 +85,15 @@ class ValueIndex:
         A large match set is cheaper to count through the few sessions it leaves out.
         """
         if among is None and excluded is None:
-            return {value: 1 if type(held) is str else len(held) for value, held in self.ids.items()}
+            return {value: 1 if type(current) is str else len(current) for value, current in self.ids.items()}
         counts: dict[str, int] = {}
-        for value, held in self.ids.items():
-            if type(held) is str:
-                count = int(held in among) if among is not None else int(held not in excluded)
+        for value, current in self.ids.items():
+            if type(current) is str:
+                count = int(current in among) if among is not None else int(current not in excluded)
             elif among is not None:
-                count = len(held & among)  # Python walks the smaller of the two sets
+                count = len(current & among)  # Python walks the smaller of the two sets
             else:
-                count = len(held) - len(held & excluded)
+                count = len(current) - len(current & excluded)
             if count:
                 counts[value] = count
         return counts

@@ -5,7 +5,7 @@
 // storm (more than 128 KiB a second) up to 2 s. One request and one compressed
 // body then carry twenty to forty times as much, and a value that changed
 // several times in that time is sent once (compaction.ts). The page pays for
-// fewer requests and bytes, and an agent watching live sees the changes up to
+// fewer requests and bytes, and an agent watching live gets the changes up to
 // 2 s late while the storm lasts.
 import { EVENT_INCREMENTAL_SNAPSHOT } from "./events";
 

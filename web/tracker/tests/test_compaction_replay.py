@@ -1,8 +1,8 @@
 """Compaction against a real replay: after compaction, rrweb's Replayer must end where the page ended.
 
-In real Chromium, rrweb records a page while a script changes it in several mutation events; the
+In real Chromium, rrweb records a page while a script changes it in several mutation events. The
 events go through the tracker's own EventQueue (web/tracker/src/queue.ts and compaction.ts, bundled
-with @rrweb/record and @rrweb/replay by web/'s esbuild), and the batches it gives are replayed.
+with @rrweb/record and @rrweb/replay by web/'s esbuild), and the batches it returns are replayed.
 Some attributes act on other elements when they change (a radio's `checked` unchecks the others of
 its group, an option's `selected` deselects the others), so removing an overwritten value of
 theirs changes where the replay ends.

@@ -246,7 +246,7 @@ async def test_full_queue_drops_mutations(tab: PageWithConsole, server: StubServ
         aborted.append(route.request.url)
         await route.abort()
 
-    # A first batch that fails holds the batch slot while it is retried, so the nodes below stay queued.
+    # A first batch that fails keeps the batch slot while it is retried, so the nodes below stay queued.
     await tab.page.route("**/ingest/v1/web/i", abort)
     await tab.page.evaluate("document.getElementById('activity').append(document.createElement('i'))")
     await wait_until(lambda: aborted, message="a failed batch request")
