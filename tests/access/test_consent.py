@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tandem_protocol import subjects
 
 from tests.access.conftest import WATCH_CONSENT_TIMEOUT_SECONDS, LiveClient, Server
 
@@ -138,4 +139,18 @@ async def test_other_session_cannot_answer(server: Server):
     assert status == 409, body
     await asyncio.sleep(0.3)
     assert not live.seen("watch.started")
+    await live.close()
+
+
+async def test_watch_without_project_refused(server: Server):
+    """A session whose project is gone is never shown, since its consent setting is unknown."""
+    started = await confirming_session(server)
+    kv = await server.tandem.nc.jetstream().key_value(subjects.PROJECTS_BUCKET)
+    await kv.delete(started["projectKey"])
+    live = await watching(server, started["sessionID"], "hal")
+    error = await live.next("error")
+    assert error["code"] == "unknown_project"
+    await asyncio.sleep(0.3)
+    assert not live.seen("watch.started")
+    assert not live.seen("events")
     await live.close()

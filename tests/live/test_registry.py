@@ -15,8 +15,9 @@ from nats.js.errors import KeyNotFoundError
 from tandem_ingest.app import create_app as create_ingest
 from tandem_ingest.settings import IngestSettings
 from tandem_live.app import create_app as create_live
+from tandem_live.registry import LiveRegistry
 from tandem_live.settings import LiveSettings
-from tandem_protocol import Project, subjects
+from tandem_protocol import LiveSession, Project, encode, subjects
 from tandem_runtime import bus
 from tandem_runtime.directory import ProjectDirectory
 from tandem_runtime.embedded import free_port
@@ -383,3 +384,31 @@ async def test_restart_while_heartbeating(stack, nats_client):
     finally:
         sender.cancel()
     await wait_for_list(stack, pod, lambda listed: listed["total"] == 0, timeout=5.0)
+
+
+async def test_ready_only_with_every_entry(nats_client):
+    """A new pod reports ready only once it holds every session of the bucket.
+
+    nats-py's watcher can send its "nothing more" marker before the entries; trusting it
+    made a pod ready with part of the list, and after a reconnection dropped the rest.
+    """
+    js = nats_client.jetstream()
+    kv = await js.key_value(subjects.LIVE_BUCKET)
+    now = int(time.time() * 1000)
+    for index in range(200):
+        session = LiveSession(
+            session_id=f"s{index:03d}", project_id="demo", tab_id="tab", started_at=now, last_seen_at=now
+        )
+        await kv.put(subjects.live_key("demo", session.session_id), encode(session))
+    short = []
+    for attempt in range(150):
+        registry = LiveRegistry(js=js, timeout_seconds=600)
+        task = asyncio.create_task(registry.run())
+        try:
+            assert await registry.wait_ready(timeout=10), f"attempt {attempt}: never ready"
+            if registry.count() != 200:
+                short.append((attempt, registry.count()))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert not short, f"ready with part of the list (attempt, sessions held): {short}"

@@ -84,7 +84,19 @@ class WatchGate:
     async def watch(self, watcher: Watcher, session: LiveSession, start: StartWatch) -> None:
         """Start the watch now, or once the user accepts when the project asks for consent."""
         project = await self._projects.by_id(session.project_id)
-        if project is None or not project.session_confirm:
+        if project is None:
+            # Fail closed: without the project, whether the user must agree first is unknown.
+            watcher.send(
+                {
+                    "type": "error",
+                    "code": "unknown_project",
+                    "message": f"Project {session.project_id!r} of session {session.session_id!r} not found, "
+                    "so the session cannot be watched. Check that the project still exists.",
+                    "details": {"sessionId": session.session_id},
+                }
+            )
+            return
+        if not project.session_confirm:
             await start(session)
             return
 

@@ -154,16 +154,30 @@ class LiveRegistry:
         try:
             async for entry in watcher:
                 if entry is None:
-                    if seen is not None:
-                        self._forget_all_but(seen)
+                    # nats-py sends this "nothing more" marker when the consumer reports nothing
+                    # pending, which can happen before the messages it already delivered are read:
+                    # trust the marker only when the bucket is empty.
+                    if seen is not None and not seen and await self._bucket_is_empty():
+                        self._loaded(seen)
                         seen = None
-                    self.ready.set()
                     continue
                 if seen is not None:
                     seen.add(entry.key)
                 self._apply(entry.key, entry.value, entry.operation, entry.revision or 0)
+                if seen is not None and entry.delta == 0:
+                    self._loaded(seen)
+                    seen = None
         finally:
             await watcher.stop()
+
+    async def _bucket_is_empty(self) -> bool:
+        info = await self._js.stream_info(f"KV_{subjects.LIVE_BUCKET}")
+        return info.state.messages == 0
+
+    def _loaded(self, seen: set[str]) -> None:
+        """Mark the registry ready: the watch has read every entry the bucket held when it began."""
+        self._forget_all_but(seen)
+        self.ready.set()
 
     def _apply(self, key: str, value: bytes | None, operation: str | None, revision: int) -> None:
         project_id, _, session_id = key.partition(".")
