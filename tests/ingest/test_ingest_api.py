@@ -126,6 +126,37 @@ async def test_batch_bad_body(tandem, http, body, code, field):
         assert field in [problem["field"] for problem in answer["error"]["details"]["problems"]]
 
 
+def part_event(payload: dict) -> dict:
+    return {"type": 5, "timestamp": 2, "data": {"tag": "tandem.part", "payload": payload}}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"id": "p1", "index": True, "count": 2, "data": "{"},
+        {"id": "p1", "index": 2, "count": 2, "data": "{"},
+        {"id": "p1", "index": 0, "count": 2},
+        {"id": 7, "index": 0, "count": 2, "data": "{"},
+    ],
+)
+async def test_batch_invalid_part(tandem, http, payload):
+    """A part no joiner could use is rejected with its place, and the fixed batch is then accepted."""
+    started = await start_session(tandem, http)
+    page = {"type": 4, "timestamp": 1, "data": {"href": "https://shop.example.com/", "width": 800, "height": 600}}
+    body = {"tabId": "tab-1", "seq": 0, "events": [page, part_event(payload)]}
+
+    status, answer, _ = await post_batch(tandem, http, started["token"], body)
+    assert status == 400
+    assert answer["error"]["code"] == "invalid_request"
+    assert "event 1 is a tandem.part event with an invalid payload" in answer["error"]["message"]
+
+    body["events"][1] = part_event({"id": "p1", "index": 0, "count": 2, "data": "{"})
+    status, answer, _ = await post_batch(tandem, http, started["token"], body)
+    assert status == 200, answer
+    batches = await stream_batches(tandem, started["sessionID"])
+    assert [len(batch.events) for batch in batches] == [2]
+
+
 async def test_batch_missing_token(tandem, http):
     status, answer, _ = await post_batch(tandem, http, None, {"tabId": "tab-1", "seq": 0, "events": []})
     assert status == 401

@@ -10,8 +10,10 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
+
+from tandem_protocol.parts import PART_TAG, valid_payload
 
 PROTOCOL_VERSION = 1
 
@@ -114,6 +116,18 @@ class IngestBatchRequest(VersionedModel):
     session_id: Identifier | None = Field(default=None, alias="sessionID")
     seq: Annotated[int, Field(ge=0)]
     events: Annotated[list[RrwebEvent], Field(max_length=100_000)]
+
+    @field_validator("events")
+    @classmethod
+    def _check_parts(cls, events: list[RrwebEvent]) -> list[RrwebEvent]:
+        """Reject a `tandem.part` event whose payload no joiner could use (docs/PROTOCOL.md)."""
+        for index, event in enumerate(events):
+            if event.custom_tag() == PART_TAG and not valid_payload(event.data.get("payload")):
+                raise ValueError(
+                    f"event {index} is a {PART_TAG} event with an invalid payload: it needs id and data "
+                    "(strings) and index and count (integers, 0 <= index < count)"
+                )
+        return events
 
 
 class IngestBatchResponse(VersionedModel):

@@ -68,7 +68,7 @@ class PartJoiner:
 
     def add(self, payload: Any) -> dict[str, Any] | None:
         """Add the payload of the next part; return the rebuilt event when it was the group's last part."""
-        if not _valid(payload):
+        if not valid_payload(payload):
             self._forget()
             return None
         if payload["index"] == 0:
@@ -96,7 +96,8 @@ class PartJoiner:
         self._chars = 0
 
 
-def _valid(payload: Any) -> bool:
+def valid_payload(payload: Any) -> bool:
+    """Tell whether a part's payload has the fields and types of the protocol: ingest rejects any other."""
     if not isinstance(payload, dict):
         return False
     index, count = payload.get("index"), payload.get("count")
