@@ -147,6 +147,161 @@ async def test_call_accepted_video_both_ways(assist_browser, tandem):
     await expect(shop.get_by_test_id("assist-call")).to_have_count(0)
 
 
+PEER_RECORDER = """() => {
+    if (window.tandemPeers) return;
+    const Native = window.RTCPeerConnection;
+    window.tandemPeers = [];
+    window.RTCPeerConnection = class extends Native {
+        constructor(...args) {
+            super(...args);
+            this.remoteOffers = [];
+            this.added = [];
+            this.gathered = [];
+            this.addEventListener("icecandidate", (event) => {
+                this.gathered.push(event.candidate ? event.candidate.candidate : null);
+            });
+            window.tandemPeers.push(this);
+        }
+        async setRemoteDescription(description) {
+            if (description && description.type === "offer") {
+                this.remoteOffers.push({ sdp: description.sdp, addedBefore: this.added.length });
+            }
+            return super.setRemoteDescription(description);
+        }
+        async addIceCandidate(...args) {
+            const entry = { candidate: args[0] ?? null, error: null };
+            this.added.push(entry);
+            try {
+                return await super.addIceCandidate(...args);
+            } catch (error) {
+                entry.error = String(error);
+                throw error;
+            }
+        }
+    };
+}"""
+"""Keeps every RTCPeerConnection of a page on `window.tandemPeers`, with the offers it applied, the
+remote candidates it added (and the error of each that failed) and the local candidates it gathered.
+The page creates its peer connection only when a call starts, so this runs on the loaded page."""
+
+PEER_STATE = """() => window.tandemPeers.map((pc) => ({
+    remoteUfrag: /a=ice-ufrag:(\\S+)/.exec(pc.remoteDescription?.sdp ?? "")?.[1] ?? null,
+    localUfrag: /a=ice-ufrag:(\\S+)/.exec(pc.localDescription?.sdp ?? "")?.[1] ?? null,
+    remoteOffers: pc.remoteOffers,
+    added: pc.added,
+    gathered: pc.gathered,
+}))"""
+
+
+async def peers(page: Page) -> list[dict]:
+    return await page.evaluate(PEER_STATE)
+
+
+async def wait_for_peer(page: Page, condition: str, timeout: float = 15000) -> None:
+    """Wait until the page's only recorded peer connection matches `condition`, a JS expression of `pc`."""
+    await page.wait_for_function(
+        f"() => window.tandemPeers.length === 1 && ((pc) => {condition})(window.tandemPeers[0])", timeout=timeout
+    )
+
+
+SELECTED_PAIR_UFRAG = """async () => {
+    const stats = await window.tandemPeers[0].getStats();
+    for (const report of stats.values()) {
+        if (report.type !== "transport" || !report.selectedCandidatePairId) continue;
+        const pair = stats.get(report.selectedCandidatePairId);
+        return stats.get(pair.localCandidateId)?.usernameFragment ?? null;
+    }
+    return null;
+}"""
+"""Return the ICE ufrag of the local candidate in the selected candidate pair (the one carrying media)."""
+
+
+CALL_WARNINGS = ("ICE candidate was not added", "signalling failed", "ICE restart failed", "offer failed")
+"""Parts of the warnings that the assist plugin and the dashboard log when a call step fails."""
+
+
+@pytest.mark.browser
+@pytest.mark.loopback_network
+async def test_call_ice_restart(assist_browser, tandem):
+    shop, agent = await user_id_and_pages(assist_browser, tandem)
+    warnings: list[str] = []
+
+    def keep_call_warning(message) -> None:
+        if any(part in message.text for part in CALL_WARNINGS):
+            warnings.append(message.text)
+
+    for page in (shop, agent):
+        await page.evaluate(PEER_RECORDER)
+        page.on("console", keep_call_warning)
+
+    reconnect = agent.get_by_test_id("assist-reconnect-button")
+    await expect(reconnect).to_be_hidden()
+    await agent.get_by_test_id("assist-call-button").click()
+    await shop.get_by_test_id("assist-call-confirm").get_by_test_id("assist-accept").click()
+    await expect(agent.get_by_test_id("assist-status")).to_contain_text("Call: connected", timeout=10000)
+    await wait_for_frames(agent, "assist-agent-remote-video")
+    await wait_for_frames(shop, "assist-remote-video")
+    await wait_for_peer(shop, "pc.connectionState === 'connected'")
+    await wait_for_peer(agent, "pc.connectionState === 'connected' && pc.gathered.includes(null)")
+    [user_before] = await peers(shop)
+    [agent_before] = await peers(agent)
+    assert len(user_before["remoteOffers"]) == 1
+    assert user_before["remoteUfrag"] is not None
+
+    # Reconnect restarts ICE: the agent offers again on the same peer connection, with new ICE credentials.
+    await expect(reconnect).to_be_visible()
+    await reconnect.click()
+    await wait_for_peer(shop, "pc.remoteOffers.length === 2")
+    await wait_for_peer(shop, "pc.connectionState === 'connected' && pc.signalingState === 'stable'")
+    gathered_before = len(agent_before["gathered"])
+    await wait_for_peer(
+        agent,
+        "pc.connectionState === 'connected' && pc.signalingState === 'stable' "
+        f"&& pc.gathered.slice({gathered_before}).includes(null)",
+    )
+    await expect(agent.get_by_test_id("assist-status")).to_contain_text("Call: connected", timeout=10000)
+    await expect(reconnect).to_be_visible()
+    [user_after] = await peers(shop)
+    [agent_after] = await peers(agent)
+    assert user_after["remoteUfrag"] != user_before["remoteUfrag"]
+    assert user_after["localUfrag"] != user_before["localUfrag"]
+    assert agent_after["localUfrag"] == user_after["remoteUfrag"]
+    assert agent_after["remoteUfrag"] == user_after["localUfrag"]
+
+    # The media moves to a candidate pair of the new ICE credentials, and new video frames arrive on both sides.
+    for page, ufrag in ((shop, user_after["localUfrag"]), (agent, agent_after["localUfrag"])):
+        await page.wait_for_function(
+            f"async (expected) => ({SELECTED_PAIR_UFRAG})() === expected", arg=ufrag, timeout=15000
+        )
+    assert (await wait_for_frames(agent, "assist-agent-remote-video"))["width"] > 0
+    assert (await wait_for_frames(shop, "assist-remote-video"))["width"] > 0
+
+    # Candidates gathered after the restart reach the other side, and so does the agent's end of
+    # candidates (a call.ice with candidate null), which the user adds without an error.
+    await wait_for_peer(
+        shop, "pc.added.slice(pc.remoteOffers[1].addedBefore).some((entry) => entry.candidate === null)"
+    )
+    [user_after] = await peers(shop)
+    [agent_after] = await peers(agent)
+    added_by_user = user_after["added"][user_after["remoteOffers"][1]["addedBefore"] :]
+    new_at_user = [
+        e for e in added_by_user if (e["candidate"] or {}).get("usernameFragment") == user_after["remoteUfrag"]
+    ]
+    new_at_agent = [
+        e for e in agent_after["added"] if (e["candidate"] or {}).get("usernameFragment") == agent_after["remoteUfrag"]
+    ]
+    assert new_at_user != []
+    assert new_at_agent != []
+    assert [entry for entry in user_after["added"] if entry["error"]] == []
+    assert [entry for entry in agent_after["added"] if entry["error"]] == []
+    assert warnings == []
+
+    # The agent hangs up, and Reconnect goes away with the call.
+    await agent.get_by_test_id("assist-call-button").click()
+    await expect(agent.get_by_test_id("assist-status")).to_contain_text("Call: none", timeout=5000)
+    await expect(reconnect).to_be_hidden()
+
+
 @pytest.mark.browser
 async def test_call_declined(assist_browser, tandem):
     shop, agent = await user_id_and_pages(assist_browser, tandem)

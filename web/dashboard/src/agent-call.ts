@@ -60,9 +60,13 @@ export class AgentCall {
     }
   }
 
-  /** Restarts ICE after the connection failed, for example when the network changed. */
+  /**
+   * Restarts ICE on the same peer connection: after the connection failed, for example when the
+   * network changed, or when the agent presses Reconnect. Does nothing while an offer waits for
+   * its answer, so a second click cannot send an offer that crosses the first one's answer.
+   */
   async restartIce(): Promise<void> {
-    if (this.restarting || !this.pc) return;
+    if (this.restarting || !this.pc || this.pc.signalingState !== "stable") return;
     this.restarting = true;
     try {
       await this.offer(true);

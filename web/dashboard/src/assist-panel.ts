@@ -32,6 +32,7 @@ export class AssistPanel {
   private readonly callButton: HTMLButtonElement;
   private readonly muteButton: HTMLButtonElement;
   private readonly cameraButton: HTMLButtonElement;
+  private readonly reconnectButton: HTMLButtonElement;
   private readonly controlButton: HTMLButtonElement;
   private readonly drawButton: HTMLButtonElement;
   private readonly clearButton: HTMLButtonElement;
@@ -52,6 +53,10 @@ export class AssistPanel {
     this.callButton = button("Call", "assist-call-button", () => this.toggleCall());
     this.muteButton = button("Mute", "assist-mute-button", () => this.toggleMedia("audio"));
     this.cameraButton = button("Camera off", "assist-camera-button", () => this.toggleMedia("video"));
+    this.reconnectButton = button("Reconnect", "assist-reconnect-button", () =>
+      this.call?.restartIce().catch((error: unknown) => console.warn("The ICE restart failed", error)),
+    );
+    this.reconnectButton.title = "Restart the call's connection (an ICE restart), for example when the video freezes";
     this.controlButton = button("Request control", "assist-control-button", () => this.toggleControl());
     this.drawButton = button("Draw", "assist-draw-button", () => this.toggleDrawing());
     this.clearButton = button("Clear drawing", "assist-clear-button", () => this.socket.send({ type: "annotate.clear" }));
@@ -64,7 +69,7 @@ export class AssistPanel {
       this.status,
       this.notice,
       h("div", { class: "assist-videos" }, this.remoteVideo, this.localVideo),
-      h("div", { class: "assist-buttons" }, this.callButton, this.muteButton, this.cameraButton),
+      h("div", { class: "assist-buttons" }, this.callButton, this.muteButton, this.cameraButton, this.reconnectButton),
       h("div", { class: "assist-buttons" }, this.controlButton, this.drawButton, this.clearButton),
     );
     this.overlay = new ControlOverlay(options.surface, (frame) => this.socket.send(frame));
@@ -217,6 +222,7 @@ export class AssistPanel {
     this.callButton.dataset.state = this.inCall() ? "in-call" : this.pending("call") ? "ringing" : "idle";
     this.muteButton.disabled = !this.inCall();
     this.cameraButton.disabled = !this.inCall();
+    this.reconnectButton.hidden = state?.call?.legs[this.peerId]?.state !== "connected";
     this.muteButton.textContent = this.audio ? "Mute" : "Unmute";
     this.cameraButton.textContent = this.video ? "Camera off" : "Camera on";
     this.controlButton.textContent = controlling ? "Release control" : this.pending("control") ? "Waiting for the user…" : "Request control";
