@@ -62,6 +62,12 @@ class RunningTandem:
             return (await response.json())["token"]
 
 
+async def listen(runner: web.AppRunner) -> int:
+    """Serve `runner` on 127.0.0.1 at a port the kernel picks when binding, so no other process can take it first."""
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner.addresses[-1][1]
+
+
 async def start_nats(data_dir: Path) -> EmbeddedNats:
     """Start a nats-server on a free port, choosing another if a concurrent process took it first."""
     for attempt in range(PORT_ATTEMPTS):
@@ -79,10 +85,9 @@ async def start_tandem(
     data_dir: Path, *, nats_url: str | None = None, **overrides
 ) -> tuple[web.AppRunner, RunningTandem]:
     """Start the all-in-one server on free ports, with its own nats-server unless `nats_url` is given."""
-    port = free_port()
     for attempt in range(PORT_ATTEMPTS):
         settings = AllInOneSettings(
-            port=port,
+            port=0,
             data_dir=data_dir,
             nats_port=free_port(),
             embedded_nats=nats_url is None,
@@ -99,7 +104,11 @@ async def start_tandem(
                 raise
     runner = web.AppRunner(started.app, shutdown_timeout=2)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        port = await listen(runner)
+    except BaseException:
+        await runner.cleanup()  # Closes the embedded ClickHouse, which allows one data path per process.
+        raise
     password = (data_dir / ADMIN_PASSWORD_FILE).read_text().strip()
     url_of_nats = started.nats.url if started.nats else nats_url
     return runner, RunningTandem(

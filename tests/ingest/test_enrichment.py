@@ -26,10 +26,9 @@ from tandem_ingest.settings import IngestSettings
 from tandem_ingest.useragent import describe
 from tandem_protocol import Project
 from tandem_runtime.directory import ProjectDirectory
-from tandem_runtime.embedded import free_port
 from tandem_runtime.tokens import TokenSigner
 
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, listen
 
 # Public addresses and the country of the GeoLite2 data that geoip2fast 1.2.2 ships.
 KNOWN_COUNTRIES = [
@@ -211,8 +210,7 @@ async def serve_ingest(nats_client, **settings) -> tuple[web.AppRunner, str, web
     root.add_subapp("/ingest", ingest)
     runner = web.AppRunner(root)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = await listen(runner)
     return runner, f"http://127.0.0.1:{port}", ingest
 
 

@@ -9,10 +9,9 @@ from aiohttp import WSMsgType, web
 from tandem_live.app import create_app as create_live
 from tandem_live.settings import LiveSettings
 from tandem_runtime import bus
-from tandem_runtime.embedded import free_port
 from tandem_runtime.tokens import TokenSigner
 
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, listen
 from tests.ingest.test_ingest_api import META, SNAPSHOT, post_batch, start_session
 
 
@@ -128,8 +127,7 @@ async def test_two_live_pods_serve_one_session(tandem, http):
     root.add_subapp("/live", second_pod)
     runner = web.AppRunner(root)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = await listen(runner)
     try:
         started = await start_session(tandem, http)
         await post_batch(tandem, http, started["token"], page(0, "shop"))

@@ -20,10 +20,9 @@ from tandem_live.settings import LiveSettings
 from tandem_protocol import LiveSession, Project, encode, subjects
 from tandem_runtime import bus
 from tandem_runtime.directory import ProjectDirectory
-from tandem_runtime.embedded import free_port
 from tandem_runtime.tokens import TokenSigner
 
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, listen
 
 CHROME_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 FIREFOX_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0"
@@ -59,8 +58,7 @@ class Stack:
         root.add_subapp("/live", app)
         runner = web.AppRunner(root, shutdown_timeout=1)
         await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        port = await listen(runner)
         url = f"http://127.0.0.1:{port}"
         self.pods[url] = (runner, nc)
         return url
@@ -109,8 +107,7 @@ async def serve(app: web.Application, prefix: str) -> tuple[web.AppRunner, str]:
     root.add_subapp(prefix, app)
     runner = web.AppRunner(root, shutdown_timeout=1)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = await listen(runner)
     return runner, f"http://127.0.0.1:{port}"
 
 

@@ -22,9 +22,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, Request, async_playwright
-from tandem_runtime.embedded import free_port
 
-from tests.conftest import RunningTandem, start_tandem
+from tests.conftest import RunningTandem, listen, start_tandem
 from tests.privacy.recorded import all_events, custom_events
 
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -38,7 +37,7 @@ class PageServer:
 
     def __init__(self) -> None:
         self.seeds: dict[str, str] = {}
-        self.port = free_port()
+        self.port = 0
         self._runner: web.AppRunner | None = None
 
     @property
@@ -53,7 +52,7 @@ class PageServer:
         app.router.add_get("/pages/{name}", self._page)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self.port = await listen(self._runner)
 
     async def stop(self) -> None:
         if self._runner:
