@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 import pytest
-from tandem_ingest.leak_alarm import LeakAlarm
+from prometheus_client import REGISTRY
+from tandem_ingest.leak_alarm import MAX_SPLIT_SESSIONS, LeakAlarm
 from tandem_protocol.parts import PART_TAG, PartJoiner
 from tandem_sessions.api import rebuild_parts
 from tandem_sessions.extract import extract
@@ -271,6 +272,16 @@ def test_leak_alarm_straddling_parts():
     assert elsewhere == []
     assert [finding.kind for finding in second] == ["email"]
     assert second[0].path == "split[0].data.node.childNodes[0].attributes.value"
+
+
+def test_leak_alarm_counts_unchecked():
+    """Past MAX_SPLIT_SESSIONS unfinished groups, the oldest is given up and counted, never dropped silently."""
+    alarm = LeakAlarm()
+    before = REGISTRY.get_sample_value("tandem_ingest_leak_unchecked_splits_total") or 0
+    for index in range(MAX_SPLIT_SESSIONS + 1):
+        alarm.check(project_id="demo", session_id=f"s{index}", seq=0, events=[part(f"g{index}", 0, 2, "{")])
+    after = REGISTRY.get_sample_value("tandem_ingest_leak_unchecked_splits_total")
+    assert after - before == 1
 
 
 def test_extract_parts_no_rows():

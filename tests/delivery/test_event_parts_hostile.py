@@ -1,9 +1,10 @@
 """Part events that no tracker sends: the joiners must drop them, agree, and hold little for them.
 
 A hostile client can send `tandem.part` events straight to ingest. Ingest checks each payload's
-fields, but not that the parts form whole groups, and stores them as they came. The joiners are Python's `tandem_protocol.parts.PartJoiner` (the export, the leak alarm) and
-the dashboard's `EventPartJoiner` (web/dashboard/src/event-parts.ts), run in Node through the
-harness of test_event_parts.py.
+fields, but not that the parts form whole groups, and stores them as they came. The joiners are
+Python's `tandem_protocol.parts.PartJoiner` (the export, the leak alarm) and the dashboard's
+`EventPartJoiner` (web/dashboard/src/event-parts.ts), run in Node through the harness of
+test_event_parts.py.
 """
 
 from __future__ import annotations

@@ -42,6 +42,11 @@ SUSPECTED_LEAKS = Counter(
     ["kind"],
 )
 
+UNCHECKED_SPLITS = Counter(
+    "tandem_ingest_leak_unchecked_splits_total",
+    "Events sent as tandem.part that the leak alarm stopped rebuilding, to bound its memory, so never checked.",
+)
+
 KINDS = ("email", "card", "phone", "password")
 
 FULL_SNAPSHOT = 2
@@ -293,8 +298,10 @@ class LeakAlarm:
     def _give_up_oldest_splits(self) -> None:
         held_chars = sum(joiner.pending_chars for joiner in self._split.values())
         while len(self._split) > MAX_SPLIT_SESSIONS or (held_chars > MAX_SPLIT_CHARS and len(self._split) > 1):
-            _, joiner = self._split.popitem(last=False)
+            session_id, joiner = self._split.popitem(last=False)
             held_chars -= joiner.pending_chars
+            UNCHECKED_SPLITS.inc()
+            log.info("leak_alarm.split_unchecked", session_id=session_id, held_sessions=len(self._split))
 
     def _warn(
         self, project_id: str, session_id: str, seq: int, counts: dict[str, int], findings: list[Finding]
