@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 import pytest
+from tandem_runtime.accounts import ACCOUNT_CACHE_SECONDS, RECHECK_SECONDS
 
 from tests.access.conftest import LOGIN_MAX_FAILURES, LiveClient, Server
 
@@ -171,3 +175,44 @@ async def test_socket_token_not_renewable(server: Server):
     assert status == 403, body
     status, body, _ = await server.call("POST", "/api/v1/tokens", first["token"], json={"name": "from a socket token"})
     assert status == 403, body
+
+
+async def close_reason(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> str:
+    """Read frames until the server closes the socket; return the reason it gave."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await ws.receive()
+            if message.type == aiohttp.WSMsgType.CLOSE:
+                return message.extra or ""
+            if message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                return ""
+
+
+async def test_disabled_agent_loses_sockets(server: Server):
+    """Disabling an account ends its login and socket tokens and closes its open sockets within seconds."""
+    name, login_token = await server.account("mallory")
+    demo = {"projectId": "demo"}
+    status, exchanged, _ = await server.call("POST", "/api/v1/auth/socket-token", login_token, json=demo)
+    assert status == 200, exchanged
+    live = await server.http.ws_connect(server.live_ws)
+    await live.send_json({"type": "auth", "token": exchanged["token"]})
+    assert (await live.receive_json(timeout=5))["type"] == "hello"
+    assist = await server.http.ws_connect(server.signal_ws)
+    await assist.send_json({"type": "auth", "token": login_token, "projectId": "demo", "sessionId": "s-mallory"})
+    assert (await assist.receive_json(timeout=5))["type"] != "error"
+
+    status, body, _ = await server.call("PATCH", f"/api/v1/agents/{name}", server.admin_token, json={"disabled": True})
+    assert status == 200, body
+    status, body, _ = await server.call("GET", "/api/v1/auth/me", login_token)
+    assert status == 401, body
+    assert body["error"]["code"] == "invalid_token"
+    status, body, _ = await server.call("POST", "/api/v1/auth/socket-token", login_token, json=demo)
+    assert status == 401, body
+
+    closing = ACCOUNT_CACHE_SECONDS + RECHECK_SECONDS + 5
+    assert await close_reason(live, closing) == "agent_disabled"
+    assert await close_reason(assist, closing) == "agent_disabled"
+    again = await LiveClient.connect(server, exchanged["token"])
+    error = await again.next("error")
+    assert error["code"] == "invalid_token", "the socket token, though unexpired, no longer opens a socket"
+    await again.close()

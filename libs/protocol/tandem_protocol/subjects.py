@@ -36,6 +36,9 @@ ASSIST_STREAM = "TANDEM_ASSIST"
 API_TOKENS_BUCKET = "tandem_api_tokens"
 """Key-value bucket of API tokens (their SHA-256 hashes, never the tokens), keyed by token id."""
 
+LOGIN_FAILURES_BUCKET = "tandem_login_failures"
+"""Key-value bucket of failed sign-ins per client address, keyed by the address's SHA-256, for the lockout."""
+
 CONSENT_BUCKET = "tandem_consent"
 """Key-value bucket of viewing-consent records, one per session, keyed by `consent_key`."""
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from tandem_protocol import Project, ProtocolError
 
+from tandem_runtime.accounts import AccountGuard
 from tandem_runtime.directory import API_TOKEN_PREFIX, ApiTokenDirectory
 from tandem_runtime.tokens import AgentClaims, TokenSigner, bearer_token
 
@@ -77,11 +78,23 @@ def require_project(claims: AgentClaims, project_id: str) -> None:
 
 
 class Authenticator:
-    """Turn a bearer token into agent claims: a signed agent token, or an API token when `api_tokens` is set."""
+    """Turn a bearer token into agent claims: a signed agent token, or an API token when `api_tokens` is set.
 
-    def __init__(self, *, signer: TokenSigner, api_tokens: ApiTokenDirectory | None = None) -> None:
+    With `guard`, a signed token of a disabled account is rejected.
+    """
+
+    def __init__(
+        self, *, signer: TokenSigner, api_tokens: ApiTokenDirectory | None = None, guard: AccountGuard | None = None
+    ) -> None:
         self.signer = signer
         self.api_tokens = api_tokens
+        self.guard = guard
+
+    async def _signed(self, token: str) -> AgentClaims:
+        claims = self.signer.verify_agent(token)
+        if self.guard is not None:
+            await self.guard.require_active(claims)
+        return claims
 
     async def from_header(self, header: str | None) -> AgentClaims:
         """Return the claims of an `Authorization: Bearer …` header, or raise a 401 ProtocolError."""
@@ -94,9 +107,9 @@ class Authenticator:
                     status=401,
                 )
             return await self.api_tokens.verify(token)
-        return self.signer.verify_agent(token)
+        return await self._signed(token)
 
-    def for_socket(self, token: str) -> AgentClaims:
+    async def for_socket(self, token: str) -> AgentClaims:
         """Return the claims of a socket's auth token: signed agent tokens only, never an API token."""
         if token.startswith(API_TOKEN_PREFIX):
             raise ProtocolError(
@@ -104,7 +117,7 @@ class Authenticator:
                 message="Sockets do not accept API tokens: exchange it at POST /api/v1/auth/socket-token first.",
                 status=401,
             )
-        return self.signer.verify_agent(token)
+        return await self._signed(token)
 
 
 AUTHENTICATOR = web.AppKey("tandem_authenticator", Authenticator)

@@ -26,6 +26,9 @@ LIVE_ENTRY_TTL_SECONDS = 3600.0
 CONSENT_ENTRY_TTL_SECONDS = 86_400.0
 """Age after which the bucket drops a viewing-consent record: longer than the longest session."""
 
+LOGIN_FAILURE_TTL_SECONDS = 86_400.0
+"""Age after which the bucket drops an address's failed sign-ins: the longest failure window plus lockout."""
+
 DRAIN_TIMEOUT_SECONDS = 10.0
 """Maximum time of `drain()` on shutdown, which Kubernetes' grace period includes (shutdown.natsDrainSeconds)."""
 
@@ -97,6 +100,7 @@ async def ensure_streams(js: JetStreamContext, *, replicas: int = 1, max_age_sec
         KeyValueConfig(bucket=subjects.AGENTS_BUCKET, replicas=replicas),
         KeyValueConfig(bucket=subjects.API_TOKENS_BUCKET, replicas=replicas),
         KeyValueConfig(bucket=subjects.CONSENT_BUCKET, ttl=CONSENT_ENTRY_TTL_SECONDS, replicas=replicas),
+        KeyValueConfig(bucket=subjects.LOGIN_FAILURES_BUCKET, ttl=LOGIN_FAILURE_TTL_SECONDS, replicas=replicas),
     ]
     for bucket in buckets:
         await js.create_key_value(bucket)

@@ -1,12 +1,15 @@
-"""In-process rate limits: token buckets by key, and a lockout after repeated failures.
+"""Rate limits: token buckets by key, and a lockout after repeated failures.
 
-Each pod keeps its own counters, so with N pods a client that spreads its requests
-over every pod gets up to N times the limit. That bounds abuse from one client
-without a shared store on the request path.
+The token buckets live in each pod, so with N pods a client that spreads its requests
+over every pod gets up to N times the limit: that bounds abuse from one client without
+a shared store on the request path. The sign-in lockout (`SharedFailureLockout`) counts
+in a NATS key-value bucket that every pod shares, since sign-ins are few and each
+guessed password matters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections import OrderedDict
@@ -14,9 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
+import orjson
 from aiohttp import web
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from prometheus_client import Counter
-from tandem_protocol import ProtocolError
+from tandem_protocol import ProtocolError, subjects
 
 from tandem_runtime.http import error_response
 
@@ -82,6 +88,17 @@ class FailureWindow:
     first_at: float
     locked_until: float = 0.0
 
+    def failed(self, now: float, *, max_failures: int, window_seconds: float, lockout_seconds: float) -> None:
+        """Count one failure at `now`, starting a new window when the current one is over."""
+        if now - self.first_at > window_seconds:
+            self.failures = 0
+            self.first_at = now
+        self.failures += 1
+        if self.failures >= max_failures:
+            self.locked_until = now + lockout_seconds
+            self.failures = 0
+            self.first_at = now
+
 
 class FailureLockout:
     """Lock a key (an address) out for `lockout_seconds` after `max_failures` failures within `window_seconds`."""
@@ -110,20 +127,98 @@ class FailureLockout:
     def fail(self, key: str) -> None:
         now = self._clock()
         window = self._windows.get(key)
-        if window is None or now - window.first_at > self.window_seconds:
+        if window is None:
             window = FailureWindow(failures=0, first_at=now)
             self._windows[key] = window
         self._windows.move_to_end(key)
-        window.failures += 1
-        if window.failures >= self.max_failures:
-            window.locked_until = now + self.lockout_seconds
-            window.failures = 0
-            window.first_at = now
+        window.failed(
+            now,
+            max_failures=self.max_failures,
+            window_seconds=self.window_seconds,
+            lockout_seconds=self.lockout_seconds,
+        )
         while len(self._windows) > MAX_TRACKED_KEYS:
             self._windows.popitem(last=False)
 
     def succeed(self, key: str) -> None:
         self._windows.pop(key, None)
+
+
+class SharedFailureLockout:
+    """The rules of `FailureLockout`, counted in a key-value bucket that every pod shares.
+
+    Keys are SHA-256 digests of the addresses, so the bus contains no client address. A
+    failure is a compare-and-set write, retried when another pod wrote the same key first.
+    """
+
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        max_failures: int,
+        window_seconds: float,
+        lockout_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._js = js
+        self.max_failures = max_failures
+        self.window_seconds = window_seconds
+        self.lockout_seconds = lockout_seconds
+        self._clock = clock
+
+    async def retry_after(self, key: str) -> float:
+        """Return the seconds until `key` may try again, or 0 when it is not locked out."""
+        window, _ = await self._read(key)
+        if window is None:
+            return 0.0
+        return max(0.0, window.locked_until - self._clock())
+
+    async def fail(self, key: str) -> None:
+        kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
+        for _ in range(10):
+            now = self._clock()
+            window, revision = await self._read(key)
+            window = window or FailureWindow(failures=0, first_at=now)
+            window.failed(
+                now,
+                max_failures=self.max_failures,
+                window_seconds=self.window_seconds,
+                lockout_seconds=self.lockout_seconds,
+            )
+            value = orjson.dumps(window.__dict__)
+            try:
+                if revision:
+                    await kv.update(_digest(key), value, last=revision)
+                else:
+                    await kv.create(_digest(key), value)
+                return
+            except KeyWrongLastSequenceError:
+                continue  # Another pod counted a failure of this address in between: count again on top.
+        raise ProtocolError(
+            code="lockout_busy",
+            message="Too many sign-ins from this address at once. Retry in a few seconds.",
+            status=503,
+        )
+
+    async def succeed(self, key: str) -> None:
+        kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
+        if (await self._read(key))[0] is not None:
+            await kv.delete(_digest(key))
+
+    async def _read(self, key: str) -> tuple[FailureWindow | None, int]:
+        """Return the key's window and the revision to update it at (0 when it has none)."""
+        kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
+        try:
+            entry = await kv.get(_digest(key))
+        except KeyNotFoundError:  # kv.create() also writes over a deleted key.
+            return None, 0
+        if not entry.value:
+            return None, entry.revision or 0
+        return FailureWindow(**orjson.loads(entry.value)), entry.revision or 0
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @web.middleware

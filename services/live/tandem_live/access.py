@@ -28,6 +28,7 @@ from tandem_protocol import LiveSession, ProtocolError
 from tandem_protocol.access import ConsentRecord
 from tandem_protocol.signal import AssistEvent
 from tandem_runtime.access import AUTHENTICATOR, Authenticator
+from tandem_runtime.accounts import AccountGuard, follow_accounts
 from tandem_runtime.consent import ConsentStore, consent_event, new_id, now_ms
 from tandem_runtime.directory import AgentDirectory, ApiTokenDirectory, ProjectDirectory
 from tandem_runtime.settings import ServiceSettings
@@ -233,7 +234,10 @@ WATCH_GATE = web.AppKey("watch_gate", WatchGate)
 def setup(app: web.Application, *, settings: LiveAccessSettings, nc: NatsClient, signer: TokenSigner) -> None:
     """Add the authenticator (agent tokens on the socket, API tokens too on HTTP) and the watch gate."""
     js = nc.jetstream()
-    app[AUTHENTICATOR] = Authenticator(signer=signer, api_tokens=ApiTokenDirectory(js=js, agents=AgentDirectory(js=js)))
+    agents = AgentDirectory(js=js)
+    guard = AccountGuard(agents)
+    app[AUTHENTICATOR] = Authenticator(signer=signer, api_tokens=ApiTokenDirectory(js=js, agents=agents), guard=guard)
+    follow_accounts(app, guard)
     app[WATCH_GATE] = WatchGate(
         nc=nc, projects=ProjectDirectory(js=js), consent_timeout_seconds=settings.watch_consent_timeout_seconds
     )

@@ -27,6 +27,7 @@ from tandem_runtime.access import (
     require_permission,
 )
 from tandem_runtime.access import authenticate as authenticate_request
+from tandem_runtime.accounts import ACCOUNT_GUARD
 from tandem_runtime.http import error_middleware, json_response
 from tandem_runtime.tokens import AgentClaims, TokenSigner
 
@@ -317,7 +318,7 @@ async def authenticate(ws: web.WebSocketResponse, app: web.Application) -> Agent
             message='The first message must be {"type": "auth", "token": "<agent token>"}.',
             status=401,
         )
-    return app[AUTHENTICATOR].for_socket(message.token)
+    return await app[AUTHENTICATOR].for_socket(message.token)
 
 
 async def agent_socket(request: web.Request) -> web.WebSocketResponse:
@@ -333,6 +334,11 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
         return ws
 
     connection = AgentConnection(ws=ws, app=app, claims=claims)
+
+    async def close_disabled() -> None:
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"agent_disabled")
+
+    unfollow = app[ACCOUNT_GUARD].follow(claims.name, claims.agent_id, close_disabled)
     app[SOCKETS].add(ws)
     CONNECTIONS.inc()
     writer = asyncio.create_task(connection.write_forever())
@@ -349,6 +355,7 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
             except ValidationError as exc:
                 connection.send({"type": "error", "code": "invalid_request", "message": str(exc)})
     finally:
+        unfollow()
         await connection.close()
         writer.cancel()
         CONNECTIONS.dec()

@@ -14,8 +14,9 @@ from aiohttp import web
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from tandem_runtime.access import AUTHENTICATOR, Authenticator
+from tandem_runtime.accounts import ACCOUNT_GUARD, AccountGuard
 from tandem_runtime.directory import AgentDirectory, ApiTokenDirectory, ProjectDirectory
-from tandem_runtime.ratelimit import FailureLockout
+from tandem_runtime.ratelimit import SharedFailureLockout
 from tandem_runtime.tokens import TokenSigner
 
 from tandem_sessions import agents, audit, auth, projects
@@ -35,7 +36,9 @@ def mount(app: web.Application, *, settings: SessionsSettings, nc: NatsClient, s
     app[JS] = js
     agent_directory = AgentDirectory(js=js)
     api_tokens = ApiTokenDirectory(js=js, agents=agent_directory)
-    app[AUTHENTICATOR] = Authenticator(signer=signer, api_tokens=api_tokens)
+    guard = AccountGuard(agent_directory)
+    app[AUTHENTICATOR] = Authenticator(signer=signer, api_tokens=api_tokens, guard=guard)
+    app[ACCOUNT_GUARD] = guard
     app[agents.AGENT_DIRECTORY] = agent_directory
     app[agents.API_TOKENS] = api_tokens
     app[projects.PROJECTS] = ProjectDirectory(js=js)
@@ -43,7 +46,8 @@ def mount(app: web.Application, *, settings: SessionsSettings, nc: NatsClient, s
         agents=agent_directory,
         signer=signer,
         providers=[auth.PasswordProvider(agent_directory)],
-        lockout=FailureLockout(
+        lockout=SharedFailureLockout(
+            js=js,
             max_failures=settings.login_max_failures,
             window_seconds=settings.login_failure_window_seconds,
             lockout_seconds=settings.login_lockout_seconds,

@@ -23,11 +23,15 @@ class AccessSettings(ServiceSettings):
         description="Failed sign-ins from one address, within the failure window, before it is locked out.",
     )
     login_failure_window_seconds: float = Field(
-        default=300.0, gt=0, description="Window in which failed sign-ins from one address are counted."
+        default=300.0,
+        gt=0,
+        le=43_200,
+        description="Window in which failed sign-ins from one address are counted, on every pod together.",
     )
     login_lockout_seconds: float = Field(
         default=300.0,
         gt=0,
+        le=43_200,
         description="Time an address that failed too often must wait (429) before signing in again.",
     )
     trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(

@@ -15,6 +15,7 @@ from aiohttp import web
 from tandem_protocol import ProtocolError, decode
 from tandem_protocol.access import AgentCreate, AgentUpdate, AgentView, ApiTokenCreate, ApiTokenCreated, ApiTokenView
 from tandem_runtime.access import Permission, authenticate, has_permission, requires
+from tandem_runtime.accounts import ACCOUNT_GUARD
 from tandem_runtime.directory import AgentAccount, AgentDirectory, ApiTokenDirectory, ApiTokenRecord
 from tandem_runtime.http import json_response
 
@@ -63,6 +64,7 @@ async def update_agent(request: web.Request) -> web.Response:
         name, password=change.password, role=change.role, projects=change.projects, disabled=change.disabled
     )
     request.app[API_TOKENS].forget_agent(name)
+    request.app[ACCOUNT_GUARD].forget(name)
     log.info(
         "agent.updated",
         agent_id=account.id,

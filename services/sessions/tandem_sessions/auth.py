@@ -24,7 +24,7 @@ from tandem_protocol.models import AgentInfo
 from tandem_runtime.access import authenticate, require_project
 from tandem_runtime.directory import AgentAccount, AgentDirectory
 from tandem_runtime.http import json_response
-from tandem_runtime.ratelimit import FailureLockout, RateLimited, client_address
+from tandem_runtime.ratelimit import RateLimited, SharedFailureLockout, client_address
 from tandem_runtime.tokens import TokenSigner
 
 log = structlog.get_logger(__name__)
@@ -66,7 +66,7 @@ class SignIn:
     agents: AgentDirectory
     signer: TokenSigner
     providers: list[IdentityProvider]
-    lockout: FailureLockout
+    lockout: SharedFailureLockout
     trusted_proxies: list
     login_ttl_seconds: int
     socket_ttl_seconds: int
@@ -83,7 +83,7 @@ SOCKET_TOKENS = Counter(
 async def login(request: web.Request) -> web.Response:
     sign_in = request.app[SIGN_IN]
     address = client_address(request, sign_in.trusted_proxies)
-    wait = sign_in.lockout.retry_after(address)
+    wait = await sign_in.lockout.retry_after(address)
     if wait > 0:
         LOGINS.labels("locked_out").inc()
         raise locked_out(wait)
@@ -91,10 +91,10 @@ async def login(request: web.Request) -> web.Response:
     credentials = decode(LoginRequest, await request.read(), what="login request")
     account = await authenticate_credentials(sign_in, credentials)
     if account is None:
-        sign_in.lockout.fail(address)
+        await sign_in.lockout.fail(address)
         LOGINS.labels("rejected").inc()
         log.warning("agent.login_rejected", username=credentials.username[:128], address=address)
-        wait = sign_in.lockout.retry_after(address)
+        wait = await sign_in.lockout.retry_after(address)
         if wait > 0:
             log.warning("agent.login_locked_out", address=address, retry_after_seconds=round(wait))
             raise locked_out(wait)
@@ -104,7 +104,7 @@ async def login(request: web.Request) -> web.Response:
             status=401,
         )
 
-    sign_in.lockout.succeed(address)
+    await sign_in.lockout.succeed(address)
     token, expires_at = sign_in.signer.sign_agent(
         agent_id=account.id,
         name=account.name,

@@ -10,13 +10,15 @@ from aiohttp import web
 from nats.js import JetStreamContext
 from tandem_protocol import ProtocolError
 from tandem_runtime.access import check_agent_socket_origin, origin_allowed
-from tandem_runtime.directory import ProjectDirectory
+from tandem_runtime.accounts import AccountGuard, follow_accounts
+from tandem_runtime.directory import AgentDirectory, ProjectDirectory
 
 PROJECTS = web.AppKey("signal_projects", ProjectDirectory)
 
 
 def setup(app: web.Application, *, js: JetStreamContext) -> None:
     app[PROJECTS] = ProjectDirectory(js=js)
+    follow_accounts(app, AccountGuard(AgentDirectory(js=js)))
 
 
 async def check_origin(request: web.Request, *, project_id: str, is_tracker: bool, agent_origins: list[str]) -> None:

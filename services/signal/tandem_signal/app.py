@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from tandem_protocol import ProtocolError, encode, subjects
 from tandem_protocol.codec import validation_error
 from tandem_protocol.signal import CLIENT_FRAME, AgentPeer, AuthFrame, ConsentKind, ConsentOutcome
+from tandem_runtime.accounts import ACCOUNT_GUARD
 from tandem_runtime.tokens import AgentClaims, SessionClaims, TokenSigner
 
 from tandem_signal import access, room
@@ -163,6 +164,7 @@ async def authenticate(ws: web.WebSocketResponse, app: web.Application) -> tuple
         except ProtocolError:
             raise agent_error from None
         return tracker_member(ws, session, frame, peer_id), None, "user"
+    await app[ACCOUNT_GUARD].require_active(claims)
     return agent_member(ws, claims, frame, peer_id)
 
 
@@ -220,6 +222,13 @@ async def assist_socket(request: web.Request) -> web.WebSocketResponse:
     )
     if peer is not None:
         bound = bound.bind(agent_id=peer.agent_id)
+    unfollow = None
+    if peer is not None:
+
+        async def close_disabled() -> None:
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"agent_disabled")
+
+        unfollow = app[ACCOUNT_GUARD].follow(peer.name, peer.agent_id, close_disabled)
     writer = asyncio.create_task(member.write_forever())
     hub = app[HUB]
     await hub.join(member)
@@ -230,6 +239,8 @@ async def assist_socket(request: web.Request) -> web.WebSocketResponse:
         bound.info("member.joined")
         await read_frames(current, FrameHandler(current, peer=peer, agent_role=role), bound)
     finally:
+        if unfollow is not None:
+            unfollow()
         await farewell(current, peer, bound)
         await hub.leave(member)
         CONNECTIONS.labels(member.role).dec()
