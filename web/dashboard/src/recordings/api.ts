@@ -46,6 +46,8 @@ export interface SearchResult {
 export interface SearchRequest {
   projectId: string;
   q: string;
+  /** Earliest start time of a listed session, in epoch milliseconds. Without it, the search has no lower bound. */
+  from?: number;
   sort: string;
   order: "asc" | "desc";
   page: number;
@@ -86,6 +88,7 @@ export class RecordingsApi {
       page: String(request.page),
       limit: String(request.limit),
     });
+    if (request.from !== undefined) params.set("from", String(request.from));
     return this.get<SearchResult>(`/api/v1/sessions?${params}`);
   }
 

@@ -1,10 +1,26 @@
-// The recordings search page: a query bar, a sortable results table and pages.
-// Its state lives in the hash (`#/recordings?q=…&sort=…&order=…&page=…`), so that a search can be shared.
+// The recordings search page: a query bar, a time range, a sortable results table and pages.
+// Its state lives in the hash (`#/recordings?q=…&range=…&sort=…&order=…&page=…`), so that a search can be shared.
 import { h } from "../dom";
 import { PLACEHOLDER, formatDuration, formatStartTime } from "../format";
 import { QueryError, type RecordedSession, type RecordingsApi, type SearchRequest } from "./api";
 
 const PAGE_SIZE = 50;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * The choices of the range select. A search sends `from` = now minus `durationMs`, so the server
+ * bounds its scans to sessions that started since then. "All time" (`durationMs` null) sends no `from`.
+ */
+const RANGES = [
+  { value: "24h", label: "Last 24 hours", durationMs: DAY_MS },
+  { value: "7d", label: "Last 7 days", durationMs: 7 * DAY_MS },
+  { value: "30d", label: "Last 30 days", durationMs: 30 * DAY_MS },
+  { value: "all", label: "All time", durationMs: null },
+] as const;
+type TimeRange = (typeof RANGES)[number];
+type RangeValue = TimeRange["value"];
+/** The range of a hash without a valid `range`, which is the last 7 days. */
+const DEFAULT_RANGE: TimeRange = RANGES[1];
 const EXAMPLE = 'user:alice browser:firefox duration>1m clicked:"Place order" then error:*';
 const COLUMNS: Array<{ label: string; sort?: string; cell: (s: RecordedSession) => string }> = [
   { label: "User", sort: "user", cell: (s) => s.userId || s.userAnonymousId || "Anonymous" },
@@ -19,12 +35,13 @@ const COLUMNS: Array<{ label: string; sort?: string; cell: (s: RecordedSession) 
   { label: "First page", cell: (s) => s.firstUrl || PLACEHOLDER },
 ];
 
-export type SearchState = Omit<SearchRequest, "projectId" | "limit">;
+export type SearchState = Omit<SearchRequest, "projectId" | "limit" | "from"> & { range: RangeValue };
 
 export function searchStateFromHash(query: string): SearchState {
   const params = new URLSearchParams(query);
   return {
     q: params.get("q") ?? "",
+    range: rangeOf(params.get("range")).value,
     sort: params.get("sort") ?? "startedAt",
     order: params.get("order") === "asc" ? "asc" : "desc",
     page: Math.max(1, Number(params.get("page")) || 1),
@@ -32,13 +49,36 @@ export function searchStateFromHash(query: string): SearchState {
 }
 
 function hashOf(state: SearchState): string {
-  const params = new URLSearchParams({ q: state.q, sort: state.sort, order: state.order, page: String(state.page) });
+  const params = new URLSearchParams({
+    q: state.q,
+    range: state.range,
+    sort: state.sort,
+    order: state.order,
+    page: String(state.page),
+  });
   return `#/recordings?${params}`;
+}
+
+/** Returns the range named `value`, or the default range for a missing or unknown value. */
+function rangeOf(value: string | null): TimeRange {
+  return RANGES.find((range) => range.value === value) ?? DEFAULT_RANGE;
+}
+
+/** Returns the summary line of a search that found nothing, naming the range so that the user can widen it. */
+function emptyMessage(state: SearchState, projectId: string): string {
+  const range = rangeOf(state.range);
+  const searching = state.q !== "";
+  if (range.durationMs === null) {
+    return searching ? "No sessions match the search." : `No sessions recorded in project “${projectId}” yet.`;
+  }
+  const within = `in the ${range.label.toLowerCase()}`;
+  return searching ? `No sessions ${within} match the search. Try a wider range.` : `No sessions ${within}. Try a wider range.`;
 }
 
 export class SearchPage {
   readonly element: HTMLElement;
   private readonly input: HTMLInputElement;
+  private readonly rangeSelect: HTMLSelectElement;
   private readonly problem: HTMLElement;
   private readonly summary: HTMLElement;
   private readonly body: HTMLTableSectionElement;
@@ -60,15 +100,25 @@ export class SearchPage {
       "aria-label": "Search query",
       "data-testid": "recordings-query",
     });
+    this.rangeSelect = h(
+      "select",
+      { class: "recordings-range", "aria-label": "Time range", "data-testid": "recordings-range" },
+      ...RANGES.map((range) => h("option", { value: range.value }, range.label)),
+    );
     const form = h(
       "form",
-      { class: "recordings-search" },
+      { class: "recordings-search", role: "search" },
       this.input,
       h("button", { type: "submit", class: "button button-primary", "data-testid": "recordings-search" }, "Search"),
+      this.rangeSelect,
     );
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.navigate({ ...this.state, q: this.input.value.trim(), page: 1 });
+    });
+    // A new range runs the search with the text in the bar, as the Search button does.
+    this.rangeSelect.addEventListener("change", () => {
+      this.navigate({ ...this.state, q: this.input.value.trim(), range: rangeOf(this.rangeSelect.value).value, page: 1 });
     });
     this.problem = h("div", { class: "recordings-problem", role: "alert", hidden: true, "data-testid": "recordings-problem" });
     const help = h(
@@ -107,16 +157,25 @@ export class SearchPage {
   async show(state: SearchState): Promise<void> {
     this.state = state;
     this.input.value = state.q;
+    this.rangeSelect.value = state.range;
     this.renderHead();
     const request = ++this.request;
     this.problem.hidden = true;
     this.summary.textContent = "Searching…";
+    // `from` is computed as each search runs, so that a page left open still searches the latest range.
+    const { range, ...query } = state;
+    const durationMs = rangeOf(range).durationMs;
+    const from = durationMs === null ? undefined : Date.now() - durationMs;
+    const projectId = this.projectId();
     try {
-      const result = await this.api.search({ ...state, projectId: this.projectId(), limit: PAGE_SIZE });
+      const result = await this.api.search({ ...query, from, projectId, limit: PAGE_SIZE });
       if (request !== this.request) return;
       this.renderRows(result.sessions);
       const pages = Math.max(1, Math.ceil(result.total / PAGE_SIZE));
-      this.summary.textContent = `${result.total} session${result.total === 1 ? "" : "s"} · page ${state.page} of ${pages}`;
+      this.summary.textContent =
+        result.total === 0
+          ? emptyMessage(state, projectId)
+          : `${result.total} session${result.total === 1 ? "" : "s"} · page ${state.page} of ${pages}`;
       this.previous.disabled = state.page <= 1;
       this.next.disabled = state.page >= pages;
     } catch (error) {
@@ -128,7 +187,10 @@ export class SearchPage {
   }
 
   private navigate(state: SearchState): void {
-    location.hash = hashOf(state);
+    const hash = hashOf(state);
+    // Setting the hash to its current value fires no hashchange, so run the same search here.
+    if (location.hash === hash) void this.show(state);
+    else location.hash = hash;
   }
 
   private showProblem(error: unknown): void {
