@@ -256,6 +256,13 @@ SEARCHES = [
     ("rare label", 'clicked:"Item 4321"', {}),
     ("sequence", "url:/checkout/payment then error:*", {}),
     ("documented example", 'user:user-1* browser:firefox duration>1m clicked:"Place order" then error:*', {}),
+    # The dashboard's default range. The generated sessions start 1.5 s apart, so they span 17 days.
+    ("clicked label, last 7 days", 'clicked:"Place order"', {"from_ms": START_MS - 7 * 86_400_000}),
+    (
+        "documented example, last 7 days",
+        'user:user-1* browser:firefox duration>1m clicked:"Place order" then error:*',
+        {"from_ms": START_MS - 7 * 86_400_000},
+    ),
 ]
 
 

@@ -216,3 +216,44 @@ async def test_disabled_agent_loses_sockets(server: Server):
     error = await again.next("error")
     assert error["code"] == "invalid_token", "the socket token, though unexpired, no longer opens a socket"
     await again.close()
+
+
+async def test_login_lockout_concurrent(server: Server):
+    """Wrong passwords sent all at once get no more tries than sent one by one."""
+    address = {"X-Forwarded-For": "203.0.113.90"}
+    wrong = {"username": "admin", "password": "wrong-password"}
+    answers = await asyncio.gather(
+        *(server.call("POST", "/api/v1/auth/login", json=wrong, headers=address) for _ in range(4 * LOGIN_MAX_FAILURES))
+    )
+    statuses = sorted(status for status, _, _ in answers)
+    # A wrong password gets 429 instead of 401 when another attempt locked the address meanwhile.
+    assert statuses.count(401) <= LOGIN_MAX_FAILURES - 1, statuses
+    assert set(statuses) <= {401, 429}, statuses
+    assert statuses.count(429) >= len(statuses) - (LOGIN_MAX_FAILURES - 1), statuses
+    right = {"username": "admin", "password": server.tandem.admin_password}
+    status, body, _ = await server.call("POST", "/api/v1/auth/login", json=right, headers=address)
+    assert status == 429, body
+
+
+async def test_enabled_again_old_tokens_dead(server: Server):
+    """Enabling an account again, or a new password, does not bring back the tokens issued before."""
+    name, old_token = await server.account("oscar")
+    await asyncio.sleep(1.1)  # Tokens carry whole seconds: change the account in a later one.
+    await server.call("PATCH", f"/api/v1/agents/{name}", server.admin_token, json={"disabled": True})
+    status, body, _ = await server.call("PATCH", f"/api/v1/agents/{name}", server.admin_token, json={"disabled": False})
+    assert status == 200, body
+    status, body, _ = await server.call("GET", "/api/v1/auth/me", old_token)
+    assert status == 401, body
+    status, body, _ = await server.login(name, f"password-of-{name}")
+    assert status == 200, body
+    new_token = body["token"]
+    status, body, _ = await server.call("GET", "/api/v1/auth/me", new_token)
+    assert status == 200, body
+    await asyncio.sleep(1.1)
+
+    status, body, _ = await server.call(
+        "PATCH", f"/api/v1/agents/{name}", server.admin_token, json={"password": "another-password-123"}
+    )
+    assert status == 200, body
+    status, body, _ = await server.call("GET", "/api/v1/auth/me", new_token)
+    assert status == 401, "a new password ends the tokens signed in with the old one"

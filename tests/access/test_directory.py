@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from nats.aio.client import Client as NatsClient
-from tandem_protocol import Project, subjects
+from tandem_protocol import Project, encode, subjects
 from tandem_runtime.directory import ProjectDirectory, bucket_keys
 
 pytestmark = pytest.mark.asyncio
@@ -64,3 +64,23 @@ async def test_project_created_during_a_read_is_found(nats_client: NatsClient):
     assert found is not None, "the project created while the first read was under way"
     assert found.session_confirm is True
     assert (await reader.by_id("new")) is not None, "no miss is remembered for it either"
+
+
+async def test_duplicate_id_fails_closed(nats_client: NatsClient):
+    """Two entries with one id (two creations that raced) make the id unknown rather than pick one."""
+    js = nats_client.jetstream()
+    kv = await js.key_value(subjects.PROJECTS_BUCKET)
+    await kv.create("dup-key-a", encode(Project(id="dup", key="dup-key-a", session_confirm=True)))
+    await kv.create("dup-key-b", encode(Project(id="dup", key="dup-key-b", session_confirm=False)))
+    assert await ProjectDirectory(js=js).by_id("dup") is None
+
+
+async def test_concurrent_creations_one_id(nats_client: NatsClient):
+    directory = ProjectDirectory(js=nats_client.jetstream())
+    results = await asyncio.gather(
+        *(directory.create(Project(id="race", key=f"race-key-{index}")) for index in range(6)),
+        return_exceptions=True,
+    )
+    created = [result for result in results if result is None]
+    assert len(created) <= 1, results
+    assert len([p for p in await directory.all() if p.id == "race"]) == len(created)

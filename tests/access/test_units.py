@@ -12,7 +12,7 @@ from tandem_protocol.access import ConsentRecord
 from tandem_runtime.access import origin_allowed, origin_matches
 from tandem_runtime.consent import check_answerable
 from tandem_runtime.directory import narrow_projects
-from tandem_runtime.ratelimit import FailureLockout, TokenBuckets
+from tandem_runtime.ratelimit import TokenBuckets
 from tandem_runtime.tokens import AgentClaims, TokenSigner
 from tandem_sessions.retention import apply_retention, retention_days, ttl_clause
 from tandem_sessions.store import open_store
@@ -59,24 +59,6 @@ def test_token_bucket_refills():
     now[0] = 0.5
     assert buckets.take("p") == 0
     assert buckets.take("p", rate=100, burst=1) == pytest.approx(0.01)
-
-
-def test_lockout_window():
-    now = [0.0]
-    lockout = FailureLockout(max_failures=3, window_seconds=10, lockout_seconds=60, clock=lambda: now[0])
-    lockout.fail("a")
-    lockout.fail("a")
-    assert lockout.retry_after("a") == 0
-    now[0] = 11.0
-    lockout.fail("a")
-    assert lockout.retry_after("a") == 0, "failures older than the window do not count"
-    lockout.fail("a")
-    lockout.fail("a")
-    assert lockout.retry_after("a") == pytest.approx(60)
-    now[0] = 41.0
-    assert lockout.retry_after("a") == pytest.approx(30)
-    lockout.succeed("a")
-    assert lockout.retry_after("a") == 0
 
 
 def test_narrow_projects():

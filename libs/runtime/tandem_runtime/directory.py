@@ -9,6 +9,7 @@ import math
 import secrets
 import time
 
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from nats.js import JetStreamContext
@@ -18,6 +19,8 @@ from tandem_protocol import Project, ProtocolError, decode, encode, subjects
 from tandem_protocol.access import Role
 
 from tandem_runtime.tokens import AgentClaims
+
+log = structlog.get_logger(__name__)
 
 _hasher = PasswordHasher()
 
@@ -42,7 +45,7 @@ async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
     a bucket of 300 keys here). Its watcher ends the listing when the consumer reports
     nothing pending, which can happen before the delivered messages are read. The
     stream's own list of subjects has no such race.
-    The server lists up to 100,000 subjects in one answer, far more than these buckets hold.
+    The server lists up to 100,000 subjects in one response, far more than these buckets hold.
     """
     prefix = f"$KV.{bucket}."
     info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
@@ -120,7 +123,17 @@ class ProjectDirectory:
 
     async def _read_by_id(self) -> tuple[float, dict[str, Project]]:
         started, generation = time.monotonic(), self._generation
-        loaded = (started, {project.id: project for project in await self.all()})
+        projects: dict[str, Project] = {}
+        ambiguous: set[str] = set()
+        for project in await self.all():
+            if project.id in projects:
+                ambiguous.add(project.id)
+            projects[project.id] = project
+        for project_id in ambiguous:
+            # Fail closed: which entry's settings (consent, origins) apply is unknown.
+            log.error("projects.duplicate_id", project_id=project_id)
+            del projects[project_id]
+        loaded = (started, projects)
         if generation == self._generation:
             self._by_id = loaded
         return loaded
@@ -144,6 +157,13 @@ class ProjectDirectory:
                 code="project_key_taken", message="Another project has this key. Pick another key.", status=409
             ) from None
         self.forget(project.key)
+        if len([other for other in await self.all() if other.id == project.id]) > 1:
+            # Another request created the same id in between: take this one back.
+            await kv.delete(_kv_safe(project.key))
+            self.forget(project.key)
+            raise ProtocolError(
+                code="project_exists", message=f"A project with id {project.id!r} exists. Pick another id.", status=409
+            )
 
     async def by_id_uncached(self, project_id: str) -> Project | None:
         return next((project for project in await self.all() if project.id == project_id), None)
@@ -177,6 +197,12 @@ class AgentAccount(BaseModel):
     created_at: int = 0
     disabled: bool = False
     """A disabled account cannot sign in, and its API tokens stop working."""
+    tokens_issued_after: int = 0
+    """Login and socket tokens issued before this time (seconds since the epoch) are rejected.
+
+    Moved forward when the account is disabled, its password changes or the CLI resets it,
+    so that enabling the account again does not bring its old tokens back.
+    """
 
 
 class AgentDirectory:
@@ -217,6 +243,7 @@ class AgentDirectory:
             password_hash=_hasher.hash(password),
             projects=projects or ["*"],
             created_at=now_ms(),
+            tokens_issued_after=_this_second(),
         )
         kv = await self._js.key_value(subjects.AGENTS_BUCKET)
         if exist_ok:
@@ -251,6 +278,8 @@ class AgentDirectory:
             account.projects = projects
         if disabled is not None:
             account.disabled = disabled
+        if password is not None or disabled:
+            account.tokens_issued_after = _this_second()
         kv = await self._js.key_value(subjects.AGENTS_BUCKET)
         await kv.put(_kv_safe(name), account.model_dump_json().encode())
         return account
@@ -395,6 +424,11 @@ def _invalid_api_token(reason: str) -> ProtocolError:
 
 def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _this_second() -> int:
+    """Return the current second: tokens carry whole seconds, so one issued earlier in this second stays valid."""
+    return int(time.time())
 
 
 def _kv_safe(value: str) -> str:

@@ -9,22 +9,32 @@ guessed password matters.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import math
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 import orjson
+import structlog
 from aiohttp import web
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from prometheus_client import Counter
 from tandem_protocol import ProtocolError, subjects
 
 from tandem_runtime.http import error_response
+
+log = structlog.get_logger(__name__)
+
+CAS_ATTEMPTS = 100
+"""Compare-and-set writes one sign-in attempt may lose to others from the same address before it is rejected."""
 
 RATE_LIMITED = Counter("tandem_rate_limited_total", "Requests answered 429, by limit.", ["limit"])
 
@@ -84,141 +94,157 @@ class TokenBuckets:
 
 @dataclass
 class FailureWindow:
-    failures: int
-    first_at: float
+    """The sign-in attempts of one address: counted when they start, refunded when they succeed."""
+
+    attempts: int = 0
+    first_at: float = 0.0
     locked_until: float = 0.0
 
-    def failed(self, now: float, *, max_failures: int, window_seconds: float, lockout_seconds: float) -> None:
-        """Count one failure at `now`, starting a new window when the current one is over."""
-        if now - self.first_at > window_seconds:
-            self.failures = 0
-            self.first_at = now
-        self.failures += 1
-        if self.failures >= max_failures:
+    def reserve(self, now: float, *, max_failures: int, window_seconds: float, lockout_seconds: float) -> float:
+        """Count an attempt at `now` and return 0, or return the seconds to wait when the address is locked out."""
+        if self.locked_until > now:
+            return self.locked_until - now
+        if now - self.first_at > window_seconds or self.locked_until:
+            self.attempts, self.first_at, self.locked_until = 0, now, 0.0
+        self.attempts += 1
+        if self.attempts >= max_failures:
             self.locked_until = now + lockout_seconds
-            self.failures = 0
-            self.first_at = now
+        return 0.0
 
-
-class FailureLockout:
-    """Lock a key (an address) out for `lockout_seconds` after `max_failures` failures within `window_seconds`."""
-
-    def __init__(
-        self,
-        *,
-        max_failures: int,
-        window_seconds: float,
-        lockout_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_failures = max_failures
-        self.window_seconds = window_seconds
-        self.lockout_seconds = lockout_seconds
-        self._clock = clock
-        self._windows: OrderedDict[str, FailureWindow] = OrderedDict()
-
-    def retry_after(self, key: str) -> float:
-        """Return the seconds until `key` may try again, or 0 when it is not locked out."""
-        window = self._windows.get(key)
-        if window is None:
-            return 0.0
-        return max(0.0, window.locked_until - self._clock())
-
-    def fail(self, key: str) -> None:
-        now = self._clock()
-        window = self._windows.get(key)
-        if window is None:
-            window = FailureWindow(failures=0, first_at=now)
-            self._windows[key] = window
-        self._windows.move_to_end(key)
-        window.failed(
-            now,
-            max_failures=self.max_failures,
-            window_seconds=self.window_seconds,
-            lockout_seconds=self.lockout_seconds,
-        )
-        while len(self._windows) > MAX_TRACKED_KEYS:
-            self._windows.popitem(last=False)
-
-    def succeed(self, key: str) -> None:
-        self._windows.pop(key, None)
+    def refund(self, *, max_failures: int) -> None:
+        """Take back the attempt of a sign-in that succeeded, and the lockout that attempt set."""
+        self.attempts = max(0, self.attempts - 1)
+        if self.attempts < max_failures:
+            self.locked_until = 0.0
 
 
 class SharedFailureLockout:
-    """The rules of `FailureLockout`, counted in a key-value bucket that every pod shares.
+    """Lock an address out for `lockout_seconds` after `max_failures` failed sign-ins within `window_seconds`.
 
-    Keys are SHA-256 digests of the addresses, so the bus contains no client address. A
-    failure is a compare-and-set write, retried when another pod wrote the same key first.
+    The counts live in a key-value bucket that every pod shares. Each attempt is counted
+    before its password is checked, with a compare-and-set write, and refunded when it
+    succeeds: so concurrent attempts cannot all pass the check before any failure is
+    written, and a sign-in to another account does not clear the failures. Keys are
+    HMAC-SHA-256 digests of the addresses under the server's secret key, so the bus
+    contains no client address and a key cannot be reversed by hashing every address.
     """
 
     def __init__(
         self,
         *,
         js: JetStreamContext,
+        secret_key: bytes,
         max_failures: int,
         window_seconds: float,
         lockout_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._js = js
+        self._secret = secret_key
         self.max_failures = max_failures
         self.window_seconds = window_seconds
         self.lockout_seconds = lockout_seconds
         self._clock = clock
 
-    async def retry_after(self, key: str) -> float:
-        """Return the seconds until `key` may try again, or 0 when it is not locked out."""
-        window, _ = await self._read(key)
+    async def reserve(self, address: str) -> float:
+        """Count a sign-in attempt from `address` and return 0, or return the seconds it must wait.
+
+        Raise a 429 RateLimited when the count cannot be written, so that no attempt goes uncounted.
+        """
+        rules = {
+            "max_failures": self.max_failures,
+            "window_seconds": self.window_seconds,
+            "lockout_seconds": self.lockout_seconds,
+        }
+        result: list[float] = []
+
+        def change(window: FailureWindow) -> None:
+            result.append(window.reserve(self._clock(), **rules))
+
+        written = await self._change(address, change)
+        if result and result[-1] > 0:
+            return result[-1]
+        if not written:
+            raise RateLimited(
+                code="sign_in_busy",
+                message="Too many sign-ins from this address at once. Retry after the Retry-After delay.",
+                retry_after_seconds=1,
+            )
+        return 0.0
+
+    async def retry_after(self, address: str) -> float:
+        """Return the seconds until `address` may try again, or 0 when it is not locked out."""
+        window, _ = await self._read(address)
         if window is None:
             return 0.0
         return max(0.0, window.locked_until - self._clock())
 
-    async def fail(self, key: str) -> None:
-        kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
-        for _ in range(10):
-            now = self._clock()
-            window, revision = await self._read(key)
-            window = window or FailureWindow(failures=0, first_at=now)
-            window.failed(
-                now,
-                max_failures=self.max_failures,
-                window_seconds=self.window_seconds,
-                lockout_seconds=self.lockout_seconds,
-            )
-            value = orjson.dumps(window.__dict__)
+    async def refund(self, address: str) -> None:
+        """Take back the attempt of a sign-in that succeeded; a failure to write is logged, not raised."""
+        if not await self._change(address, lambda window: window.refund(max_failures=self.max_failures)):
+            log.warning("lockout.refund_failed", reason="the count could not be written")
+
+    async def _change(self, address: str, change: Callable[[FailureWindow], None]) -> bool:
+        """Apply `change` to the address's window with compare-and-set; return whether it was written.
+
+        Returns True without writing when `change` leaves the window as it was, and False
+        after CAS_ATTEMPTS writes lost to other attempts or a bus error.
+        """
+        key = self._key(address)
+        for _ in range(CAS_ATTEMPTS):
             try:
+                kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
+                window, revision = await self._read(address)
+                before = FailureWindow(**window.__dict__) if window else None
+                window = window or FailureWindow()
+                change(window)
+                if window == before:
+                    return True  # Nothing to write: a locked address, or no attempt to refund.
+                value = orjson.dumps(window.__dict__)
                 if revision:
-                    await kv.update(_digest(key), value, last=revision)
+                    await kv.update(key, value, last=revision)
                 else:
-                    await kv.create(_digest(key), value)
-                return
+                    await kv.create(key, value)
+                return True
             except KeyWrongLastSequenceError:
-                continue  # Another pod counted a failure of this address in between: count again on top.
-        raise ProtocolError(
-            code="lockout_busy",
-            message="Too many sign-ins from this address at once. Retry in a few seconds.",
-            status=503,
-        )
+                # Another attempt from this address was counted in between: count again on top of it.
+                await asyncio.sleep(random.uniform(0, 0.01))
+            except NatsError as exc:
+                log.warning("lockout.write_failed", error=repr(exc))
+                return False
+        return False
 
-    async def succeed(self, key: str) -> None:
-        kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
-        if (await self._read(key))[0] is not None:
-            await kv.delete(_digest(key))
-
-    async def _read(self, key: str) -> tuple[FailureWindow | None, int]:
-        """Return the key's window and the revision to update it at (0 when it has none)."""
+    async def _read(self, address: str) -> tuple[FailureWindow | None, int]:
+        """Return the address's window and the revision to update it at (0 when it has none)."""
         kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
         try:
-            entry = await kv.get(_digest(key))
+            entry = await kv.get(self._key(address))
         except KeyNotFoundError:  # kv.create() also writes over a deleted key.
             return None, 0
         if not entry.value:
             return None, entry.revision or 0
         return FailureWindow(**orjson.loads(entry.value)), entry.revision or 0
 
+    def _key(self, address: str) -> str:
+        return hmac.new(self._secret, lockout_subject(address).encode(), hashlib.sha256).hexdigest()
 
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+
+def lockout_subject(address: str) -> str:
+    """Return what the lockout counts for a client address: the address, or its /64 network for IPv6.
+
+    Spellings of one address count as one: IPv4-mapped IPv6 is its IPv4 address, and a
+    zone (`%eth0`) is dropped. One IPv6 host usually owns a whole /64, so a host cannot
+    step through its addresses. A value that is not an address counts under one key.
+    """
+    try:
+        parsed = ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return "not-an-address"
+    if isinstance(parsed, IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 @web.middleware

@@ -10,6 +10,8 @@ see `tandem_runtime.directory.ApiTokenDirectory`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -42,6 +44,8 @@ class AgentClaims:
     """The credential the agent presented: a signed login or socket token, or an API token."""
     token_id: str | None = None
     """The API token's id, when `kind` is "api"."""
+    issued_at: int = 0
+    """When a signed token was issued, in seconds since the epoch (its `iat`)."""
 
     def can_access(self, project_id: str) -> bool:
         return "*" in self.projects or project_id in self.projects
@@ -57,6 +61,10 @@ class TokenSigner:
                 "characters, such as the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
             )
         self._key = secret_key
+
+    def derive_key(self, purpose: str) -> bytes:
+        """Return a key for another use of the secret (an HMAC), which never equals the signing key."""
+        return hmac.new(self._key.encode(), purpose.encode(), hashlib.sha256).digest()
 
     def sign_session(self, *, session_id: str, project_id: str, tab_id: str, started_at: int, ttl_seconds: int) -> str:
         expires_at = int(time.time()) + ttl_seconds
@@ -138,6 +146,7 @@ class TokenSigner:
             projects=list(claims["prj"]),
             expires_at=claims["exp"],
             kind=kind,
+            issued_at=int(claims.get("iat", 0)),
         )
 
     def _decode(self, token: str, kind: str) -> dict:

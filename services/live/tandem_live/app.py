@@ -7,6 +7,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from tandem_runtime.access import (
     require_permission,
 )
 from tandem_runtime.access import authenticate as authenticate_request
-from tandem_runtime.accounts import ACCOUNT_GUARD
+from tandem_runtime.accounts import ACCOUNT_GUARD, close_disabled_socket
 from tandem_runtime.http import error_middleware, json_response
 from tandem_runtime.tokens import AgentClaims, TokenSigner
 
@@ -334,11 +335,7 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
         return ws
 
     connection = AgentConnection(ws=ws, app=app, claims=claims)
-
-    async def close_disabled() -> None:
-        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"agent_disabled")
-
-    unfollow = app[ACCOUNT_GUARD].follow(claims.name, claims.agent_id, close_disabled)
+    unfollow = app[ACCOUNT_GUARD].follow(claims, partial(close_disabled_socket, request, ws))
     app[SOCKETS].add(ws)
     CONNECTIONS.inc()
     writer = asyncio.create_task(connection.write_forever())

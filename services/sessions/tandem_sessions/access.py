@@ -48,6 +48,7 @@ def mount(app: web.Application, *, settings: SessionsSettings, nc: NatsClient, s
         providers=[auth.PasswordProvider(agent_directory)],
         lockout=SharedFailureLockout(
             js=js,
+            secret_key=signer.derive_key("sign-in lockout"),
             max_failures=settings.login_max_failures,
             window_seconds=settings.login_failure_window_seconds,
             lockout_seconds=settings.login_lockout_seconds,

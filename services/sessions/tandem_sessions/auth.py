@@ -83,15 +83,16 @@ SOCKET_TOKENS = Counter(
 async def login(request: web.Request) -> web.Response:
     sign_in = request.app[SIGN_IN]
     address = client_address(request, sign_in.trusted_proxies)
-    wait = await sign_in.lockout.retry_after(address)
+    credentials = decode(LoginRequest, await request.read(), what="login request")
+    # Count the attempt before checking the password, so that concurrent attempts cannot all
+    # pass before a failure is written. A sign-in that succeeds is refunded.
+    wait = await sign_in.lockout.reserve(address)
     if wait > 0:
         LOGINS.labels("locked_out").inc()
         raise locked_out(wait)
 
-    credentials = decode(LoginRequest, await request.read(), what="login request")
     account = await authenticate_credentials(sign_in, credentials)
     if account is None:
-        await sign_in.lockout.fail(address)
         LOGINS.labels("rejected").inc()
         log.warning("agent.login_rejected", username=credentials.username[:128], address=address)
         wait = await sign_in.lockout.retry_after(address)
@@ -104,7 +105,7 @@ async def login(request: web.Request) -> web.Response:
             status=401,
         )
 
-    await sign_in.lockout.succeed(address)
+    await sign_in.lockout.refund(address)
     token, expires_at = sign_in.signer.sign_agent(
         agent_id=account.id,
         name=account.name,

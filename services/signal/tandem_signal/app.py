@@ -10,6 +10,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any, get_args
 
 import structlog
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 from tandem_protocol import ProtocolError, encode, subjects
 from tandem_protocol.codec import validation_error
 from tandem_protocol.signal import CLIENT_FRAME, AgentPeer, AuthFrame, ConsentKind, ConsentOutcome
-from tandem_runtime.accounts import ACCOUNT_GUARD
+from tandem_runtime.accounts import ACCOUNT_GUARD, close_disabled_socket
 from tandem_runtime.tokens import AgentClaims, SessionClaims, TokenSigner
 
 from tandem_signal import access, room
@@ -135,8 +136,10 @@ def schedule_expiry(app: web.Application, project_id: str, session_id: str, dela
 # The socket --------------------------------------------------------------------------------
 
 
-async def authenticate(ws: web.WebSocketResponse, app: web.Application) -> tuple[Member, AgentPeer | None, str]:
-    """Read the auth frame and return the member, the agent (None for the tracker) and the agent's role."""
+async def authenticate(
+    ws: web.WebSocketResponse, app: web.Application
+) -> tuple[Member, AgentPeer | None, str, AgentClaims | None]:
+    """Read the auth frame; return the member, the agent (None for the tracker), its role and its token claims."""
     try:
         first = await ws.receive(timeout=app[SETTINGS].auth_timeout_seconds)
     except TimeoutError:
@@ -163,9 +166,9 @@ async def authenticate(ws: web.WebSocketResponse, app: web.Application) -> tuple
             session = signer.verify_session(frame.token)
         except ProtocolError:
             raise agent_error from None
-        return tracker_member(ws, session, frame, peer_id), None, "user"
+        return tracker_member(ws, session, frame, peer_id), None, "user", None
     await app[ACCOUNT_GUARD].require_active(claims)
-    return agent_member(ws, claims, frame, peer_id)
+    return *agent_member(ws, claims, frame, peer_id), claims
 
 
 def tracker_member(ws: web.WebSocketResponse, claims: SessionClaims, frame: AuthFrame, peer_id: str) -> Member:
@@ -208,7 +211,7 @@ async def assist_socket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     app = request.app
     try:
-        member, peer, role = await authenticate(ws, app)
+        member, peer, role, claims = await authenticate(ws, app)
         await access.check_origin(
             request, project_id=member.project_id, is_tracker=peer is None, agent_origins=app[SETTINGS].agent_origins
         )
@@ -223,12 +226,8 @@ async def assist_socket(request: web.Request) -> web.WebSocketResponse:
     if peer is not None:
         bound = bound.bind(agent_id=peer.agent_id)
     unfollow = None
-    if peer is not None:
-
-        async def close_disabled() -> None:
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"agent_disabled")
-
-        unfollow = app[ACCOUNT_GUARD].follow(peer.name, peer.agent_id, close_disabled)
+    if claims is not None:
+        unfollow = app[ACCOUNT_GUARD].follow(claims, partial(close_disabled_socket, request, ws))
     writer = asyncio.create_task(member.write_forever())
     hub = app[HUB]
     await hub.join(member)
