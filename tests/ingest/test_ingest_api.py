@@ -157,6 +157,28 @@ async def test_batch_invalid_part(tandem, http, payload):
     assert [len(batch.events) for batch in batches] == [2]
 
 
+@pytest.mark.parametrize(
+    ("number", "accepted"),
+    [
+        (b"1" + b"0" * 400, False),
+        (b"1e400", False),
+        (b"18446744073709551615", True),
+        (b'"order 123456789012345678901234567890"', True),
+    ],
+)
+async def test_batch_number_range(tandem, http, number, accepted):
+    """A number the store's parser cannot read gets a 400 at ingest, rather than losing the batch later."""
+    started = await start_session(tandem, http)
+    body = b'{"tabId": "tab-1", "seq": 0, "events": [{"type": 5, "timestamp": 1, "data": {"tag": "t", "payload": %s}}]}'
+    status, answer, _ = await post_batch(tandem, http, started["token"], body % number)
+    if accepted:
+        assert status == 200, answer
+        assert len(await stream_batches(tandem, started["sessionID"])) == 1
+    else:
+        assert status == 400, answer
+        assert answer["error"]["code"] == "number_out_of_range"
+
+
 async def test_batch_missing_token(tandem, http):
     status, answer, _ = await post_batch(tandem, http, None, {"tabId": "tab-1", "seq": 0, "events": []})
     assert status == 401

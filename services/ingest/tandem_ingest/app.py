@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -73,6 +75,10 @@ PUBLISH_ERRORS = Counter("tandem_bus_publish_errors_total", "Publishes that fail
 
 RETRY_AFTER_SECONDS = "2"
 MAX_BATCH_SEQ = 2**32 - 1
+
+LONG_NUMBER = re.compile(rb"\d{20,}|\d[eE][+-]?\d{3,}")
+"""Digits that may be a number the store's JSON parser (orjson) cannot read: an integer past 64 bits, an exponent
+that overflows a double. A match may also be text inside a string, so the body is then parsed to be sure."""
 """Largest batch number: the store keeps `seq` as a UInt32."""
 
 
@@ -230,6 +236,7 @@ async def ingest_batch(request: web.Request) -> web.Response:
     body = await read_body(request, request.app[SETTINGS].max_body_bytes)
     try:
         batch = decode(IngestBatchRequest, body, what="batch")
+        check_numbers(body)
     except ProtocolError as error:
         REJECTIONS.labels(error.code).inc()
         raise
@@ -295,6 +302,19 @@ async def ingest_batch(request: web.Request) -> web.Response:
             await save_snapshot_pointer(request, message, ack.seq)
         await request.app[REGISTRY].record_batch(claims.project_id, claims.session_id, batch.events, received_at)
     return json_response(IngestBatchResponse(seq=batch.seq))
+
+
+def check_numbers(body: bytes) -> None:
+    """Raise a 400 ProtocolError for a number the consumer could not parse, which would lose the whole batch there."""
+    if LONG_NUMBER.search(body) is None:
+        return
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(
+            code="number_out_of_range",
+            message=f"The batch has a number out of range ({exc}). Send numbers that fit in a double.",
+        ) from None
 
 
 async def record_heartbeat(
