@@ -43,7 +43,7 @@ def run_all() -> None:
             f"Tandem is running at {url}/ (dashboard) and {url}/demo/ (demo shop).",
         ]
         if started.admin_password:
-            lines.append(f"Sign in as 'admin' with the one-time password: {started.admin_password}")
+            lines.append(f"Sign in as 'admin' with the generated password: {started.admin_password}")
             lines.append(f"(also saved in {settings.data_dir / 'admin-password'})")
         else:
             lines.append(f"Sign in as 'admin'; the first password was saved in {settings.data_dir / 'admin-password'}.")
@@ -64,18 +64,21 @@ def create_agent(arguments: argparse.Namespace) -> None:
     settings = AllInOneSettings()
     configure_logging(settings.log_level)
 
-    async def create() -> str:
+    async def create() -> tuple[str, bool]:
         nc = await bus.connect(arguments.nats_url or settings.nats_url, name="tandem-cli")
         try:
             await bus.ensure_streams(nc.jetstream(), replicas=settings.stream_replicas)
             password = arguments.password or secrets.token_urlsafe(12)
-            await AgentDirectory(js=nc.jetstream()).create(name=arguments.name, password=password, role=arguments.role)
-            return password
+            directory = AgentDirectory(js=nc.jetstream())
+            existed = await directory.get(arguments.name) is not None
+            await directory.create(name=arguments.name, password=password, role=arguments.role)
+            return password, existed
         finally:
             await nc.drain()
 
-    password = asyncio.run(create())
-    print(f"Agent {arguments.name!r} ({arguments.role}) created. Password: {password}")
+    password, existed = asyncio.run(create())
+    outcome = "reset: its earlier sign-ins are signed out" if existed else "created"
+    print(f"Agent {arguments.name!r} ({arguments.role}) {outcome}. Password: {password}")
 
 
 def main(argv: list[str] | None = None) -> None:

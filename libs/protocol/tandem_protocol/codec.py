@@ -35,7 +35,9 @@ def validation_error(exc: ValidationError, what: str) -> ProtocolError:
     problems = []
     for item in exc.errors(include_url=False, include_input=False):
         path = ".".join(str(part) for part in item["loc"]) or "(body)"
-        problems.append({"field": path, "problem": item["msg"], "type": item["type"]})
+        # pydantic prefixes the message of a validator's ValueError with "Value error, ".
+        problem = item["msg"].removeprefix("Value error, ")
+        problems.append({"field": path, "problem": problem, "type": item["type"]})
     if problems and problems[0]["type"] == "json_invalid":
         return ProtocolError(
             code="malformed_json",
