@@ -257,3 +257,14 @@ async def test_enabled_again_old_tokens_dead(server: Server):
     assert status == 200, body
     status, body, _ = await server.call("GET", "/api/v1/auth/me", new_token)
     assert status == 401, "a new password ends the tokens signed in with the old one"
+
+
+async def test_lockout_unparsable_hop(server: Server):
+    """Hops a trusted proxy wrote that are not addresses share one count, not the proxy's own."""
+    wrong = {"username": "admin", "password": "wrong-password"}
+    for hop in ("unknown", "198.51.100.20:443", "not an address"):
+        status, _, _ = await server.call("POST", "/api/v1/auth/login", json=wrong, headers={"X-Forwarded-For": hop})
+    assert status == 429
+    right = {"username": "admin", "password": server.tandem.admin_password}
+    status, body, _ = await server.call("POST", "/api/v1/auth/login", json=right)
+    assert status == 200, "the proxy's own address is not locked"

@@ -384,7 +384,7 @@ async def test_restart_while_heartbeating(stack, nats_client):
 
 
 async def test_ready_only_with_every_entry(nats_client):
-    """A new pod reports ready only once it holds every session of the bucket.
+    """A new pod reports ready only once it contains every session of the bucket.
 
     nats-py's watcher can send its "nothing more" marker before the entries; trusting it
     made a pod ready with part of the list, and after a reconnection dropped the rest.

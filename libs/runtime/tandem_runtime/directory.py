@@ -39,7 +39,7 @@ def now_ms() -> int:
 
 
 async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
-    """Every key of a key-value bucket that has a message, deleted keys included (their get() fails).
+    """Return every key of a key-value bucket that has a message, deleted keys included (their get() fails).
 
     nats-py's `KeyValue.keys()` sometimes reports an empty bucket (about 2% of calls on
     a bucket of 300 keys here). Its watcher ends the listing when the consumer reports

@@ -26,12 +26,16 @@ from aiohttp import web
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 from prometheus_client import Counter
 from tandem_protocol import ProtocolError, subjects
 
 from tandem_runtime.http import error_response
 
 log = structlog.get_logger(__name__)
+
+NOT_AN_ADDRESS = "not-an-address"
+"""The client address of a request whose trusted proxy wrote a hop that is not an address."""
 
 CAS_ATTEMPTS = 100
 """Compare-and-set writes one sign-in attempt may lose to others from the same address before it is rejected."""
@@ -174,7 +178,8 @@ class SharedFailureLockout:
 
     async def retry_after(self, address: str) -> float:
         """Return the seconds until `address` may try again, or 0 when it is not locked out."""
-        window, _ = await self._read(address)
+        kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
+        window, _ = await self._read(kv, self._key(address))
         if window is None:
             return 0.0
         return max(0.0, window.locked_until - self._clock())
@@ -191,10 +196,14 @@ class SharedFailureLockout:
         after CAS_ATTEMPTS writes lost to other attempts or a bus error.
         """
         key = self._key(address)
+        try:
+            kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
+        except NatsError as exc:
+            log.warning("lockout.write_failed", error=repr(exc))
+            return False
         for _ in range(CAS_ATTEMPTS):
             try:
-                kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
-                window, revision = await self._read(address)
+                window, revision = await self._read(kv, key)
                 before = FailureWindow(**window.__dict__) if window else None
                 window = window or FailureWindow()
                 change(window)
@@ -214,11 +223,11 @@ class SharedFailureLockout:
                 return False
         return False
 
-    async def _read(self, address: str) -> tuple[FailureWindow | None, int]:
-        """Return the address's window and the revision to update it at (0 when it has none)."""
-        kv = await self._js.key_value(subjects.LOGIN_FAILURES_BUCKET)
+    @staticmethod
+    async def _read(kv: KeyValue, key: str) -> tuple[FailureWindow | None, int]:
+        """Return the window stored at `key` and the revision to update it at (0 when it has none)."""
         try:
-            entry = await kv.get(self._key(address))
+            entry = await kv.get(key)
         except KeyNotFoundError:  # kv.create() also writes over a deleted key.
             return None, 0
         if not entry.value:
@@ -239,7 +248,7 @@ def lockout_subject(address: str) -> str:
     try:
         parsed = ip_address(address.split("%", 1)[0])
     except ValueError:
-        return "not-an-address"
+        return NOT_AN_ADDRESS
     if isinstance(parsed, IPv6Address):
         if parsed.ipv4_mapped is not None:
             return str(parsed.ipv4_mapped)
@@ -264,14 +273,15 @@ def client_address(request: web.Request, trusted_proxies: Sequence[IPv4Network |
     """Return the client's address: the TCP peer, or the X-Forwarded-For hop that a trusted proxy vouches for.
 
     The header is read from right to left while each hop is a trusted proxy; hops left of
-    the first untrusted one were written by the client and are ignored.
+    the first untrusted one were written by the client and are ignored. A hop that is not
+    an address gives NOT_AN_ADDRESS, so that it is not counted against the proxy itself.
     """
     peer = request.remote or ""
     hops = [hop.strip() for header in request.headers.getall("X-Forwarded-For", []) for hop in header.split(",")]
     current = peer
     while _trusted(current, trusted_proxies) and hops:
         current = hops.pop()
-    return current if _valid(current) else peer
+    return current if _valid(current) else NOT_AN_ADDRESS
 
 
 def _valid(address: str) -> bool:
